@@ -1,0 +1,3 @@
+from GliomaMTLLib.cli import main
+import sys
+sys.exit(main())

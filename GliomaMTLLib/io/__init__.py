@@ -1,0 +1,1 @@
+"""GliomaMTLLib.io."""

@@ -1,0 +1,73 @@
+"""`Case`: one patient's co-registered MR sequences on one grid, with optional labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from GliomaMTLLib.io.geometry import Geometry
+from GliomaMTLLib.labels import GENOTYPE_TASKS, SEQUENCES
+
+
+@dataclass
+class Case:
+    """Sequences of one patient, all on ``geometry`` (the reference sequence's grid).
+
+    Attributes:
+        case_id: subject identifier (BraTS id, folder name, ...).
+        images: sequence key (``t1n``, ``t1c``, ``t2w``, ``t2f``) -> float32 array (z, y, x).
+        geometry: grid of every array in this case.
+        label: internal labels (0 bg, 1 NCR, 2 ED, 3 ET) as uint8 (z, y, x), or None.
+        genotype: task -> class name (e.g. ``{"idh": "mutant"}``); absent task = unknown.
+        survival_days, event: overall survival and whether death was observed, if known.
+        sources: sequence key (and ``"label"``) -> file it was read from.
+    """
+
+    case_id: str
+    images: dict[str, np.ndarray]
+    geometry: Geometry
+    label: np.ndarray | None = None
+    genotype: dict[str, str] = field(default_factory=dict)
+    survival_days: float | None = None
+    event: bool | None = None
+    sources: dict[str, Path] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key, array in self.images.items():
+            if key not in SEQUENCES:
+                raise ValueError(f"case {self.case_id}: unknown sequence key {key!r}; expected {SEQUENCES}")
+            if array.shape != self.geometry.shape:
+                raise ValueError(
+                    f"case {self.case_id}: sequence {key} has shape {array.shape}, grid is {self.geometry.shape}"
+                )
+        if self.label is not None and self.label.shape != self.geometry.shape:
+            raise ValueError(
+                f"case {self.case_id}: label shape {self.label.shape} does not match grid {self.geometry.shape}"
+            )
+        for task, value in self.genotype.items():
+            if task not in GENOTYPE_TASKS or value not in GENOTYPE_TASKS[task]:
+                raise ValueError(
+                    f"case {self.case_id}: genotype {task}={value!r} is not one of "
+                    f"{GENOTYPE_TASKS.get(task, 'the known tasks ' + str(sorted(GENOTYPE_TASKS)))}"
+                )
+
+    @property
+    def sequences(self) -> tuple[str, ...]:
+        """Present sequence keys, in canonical channel order."""
+        return tuple(s for s in SEQUENCES if s in self.images)
+
+    def stack(self, sequences: tuple[str, ...] | list[str] | None = None) -> np.ndarray:
+        """Channels-first float32 array (C, z, y, x) of the requested sequences, in that order.
+
+        Raises:
+            KeyError: naming the missing sequence(s).
+        """
+        wanted = tuple(sequences) if sequences is not None else self.sequences
+        missing = [s for s in wanted if s not in self.images]
+        if missing:
+            raise KeyError(
+                f"case {self.case_id} lacks required sequence(s) {missing}; it has {list(self.sequences)}"
+            )
+        return np.stack([self.images[s].astype(np.float32, copy=False) for s in wanted])

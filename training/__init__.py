@@ -1,0 +1,1 @@
+"""Training recipes, trainer, evaluation and the reproduction of the shipped weights."""
