@@ -23,6 +23,8 @@ class Case:
         genotype: task -> class name (e.g. ``{"idh": "mutant"}``); absent task = unknown.
         survival_days, event: overall survival and whether death was observed, if known.
         sources: sequence key (and ``"label"``) -> file it was read from.
+        warnings: things the reader did that the user should know (a sequence resampled onto
+            the reference grid, a 4D image squeezed), one sentence each.
     """
 
     case_id: str
@@ -33,6 +35,7 @@ class Case:
     survival_days: float | None = None
     event: bool | None = None
     sources: dict[str, Path] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for key, array in self.images.items():
