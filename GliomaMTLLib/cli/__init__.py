@@ -15,6 +15,10 @@ from GliomaMTLLib import __version__
 # Sub-command modules, in the order `gliomamtl --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "GliomaMTLLib.cli.synth_cmd",
+    "GliomaMTLLib.cli.predict_cmd",
+    "GliomaMTLLib.cli.demo_cmd",
+    "GliomaMTLLib.cli.train_cmd",
+    "GliomaMTLLib.cli.evaluate_cmd",
 )
 
 

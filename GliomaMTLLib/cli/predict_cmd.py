@@ -1,0 +1,243 @@
+"""`gliomamtl predict`: segmentation, genotype and volumes for one case or a cohort of case folders.
+
+One case::
+
+    gliomamtl predict CASE_FOLDER --out DIR
+    gliomamtl predict t1n.nii.gz t1c.nii.gz t2w.nii.gz t2f.nii.gz --out DIR
+
+writes into DIR ``<case_id>_seg.nii.gz`` (and ``<case_id>_prob_{WT,TC,ET}.nii.gz`` with
+``--probabilities``), ``report.png`` and, last, ``report.json`` (see
+:mod:`GliomaMTLLib.inference.report`).
+
+A cohort::
+
+    gliomamtl predict --cohort ROOT --out DIR
+
+runs every case folder under ROOT (:func:`GliomaMTLLib.io.list_case_folders`) into
+``DIR/<folder name>/``. A case whose ``report.json`` exists is done and skipped on a rerun; a case
+that fails is recorded in ``DIR/errors.csv`` and the run goes on. ``DIR/cohort_summary.json`` and
+``DIR/summary.csv`` list every case's status, volumes and genotype. Exit code 0 when every case is
+done, 1 when some failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from GliomaMTLLib.inference.device import DEVICE_CHOICES
+from GliomaMTLLib.inference.engines import ENGINES
+from GliomaMTLLib.inference.predictor import DEFAULT_MODEL
+
+MAX_CASE_FILES = 4
+ERRORS_CSV = "errors.csv"
+SUMMARY_JSON = "cohort_summary.json"
+SUMMARY_CSV = "summary.csv"
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``predict`` and ``demo``."""
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"bundle name (searched in $GLIOMAMTL_MODELS, then Resources/Models) or folder "
+                             f"(default {DEFAULT_MODEL})")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
+                        help="auto: CUDA GPU when available, else CPU (default); cuda fails clearly without a GPU")
+    parser.add_argument("--engine", choices=ENGINES, default="auto",
+                        help="auto: ONNX Runtime on the CPU when installed (faster; the first run with a model "
+                             "exports it once into the cache), else PyTorch; torch or onnx to force one")
+    parser.add_argument("--labels", choices=("2023", "2020"), default="2023",
+                        help="label values written: 2023 (1 NCR, 2 ED, 3 ET; default) or 2020 (ET written as 4)")
+    parser.add_argument("--probabilities", action="store_true",
+                        help="also write region probability maps <case_id>_prob_{WT,TC,ET}.nii.gz (float32)")
+    parser.add_argument("--et-min-ml", type=float, default=None,
+                        help="relabel enhancing tumor as necrotic core when its volume is below this (ml); "
+                             "default from the model (0.5 ml), 0 disables")
+    parser.add_argument("--min-component-ml", type=float, default=None,
+                        help="remove tumor components smaller than this (ml), keeping the largest; default from "
+                             "the model, 0 disables")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="segment a case (or a cohort), predict its genotype, write the label map and a report",
+        description="Segment glioma sub-regions (NCR/ED/ET), predict genotype (e.g. IDH, 1p/19q) and measure "
+        "volumes for one case (a folder or up to four sequence files) or, with --cohort, for every case "
+        "folder under a root. Outputs lie on the exact grid of the input sequences.",
+        epilog="Writes into --out: <case_id>_seg.nii.gz, <case_id>_prob_{WT,TC,ET}.nii.gz (with "
+        "--probabilities), report.png and, last, report.json (genotype, volumes, timings, warnings, model and "
+        "sha256, input files). With --cohort: one sub-folder per case (a case whose report.json exists is "
+        "skipped), errors.csv, summary.csv and cohort_summary.json.",
+    )
+    parser.add_argument("case", nargs="*", metavar="CASE",
+                        help="case folder, or up to four sequence files (names must identify the sequence)")
+    parser.add_argument("--cohort", metavar="DIR", help="run every case folder under DIR instead of one case")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    add_model_arguments(parser)
+    parser.add_argument("--progress-json", action="store_true",
+                        help="print progress as JSON lines (event progress/log/done/error) on stdout")
+    parser.set_defaults(func=run)
+
+
+def _reporter(args: argparse.Namespace) -> Any:
+    if not getattr(args, "progress_json", False):
+        return None
+    from GliomaMTLLib.progress import JsonLinesReporter
+
+    return JsonLinesReporter(sys.stdout)
+
+
+def make_predictor(args: argparse.Namespace, progress: Any = None) -> Any:
+    from GliomaMTLLib.inference import Predictor
+
+    overrides = {"et_min_ml": args.et_min_ml, "min_component_ml": args.min_component_ml}
+    return Predictor(args.model, device=args.device, engine=args.engine, postprocess=overrides, progress=progress)
+
+
+def predict_one(predictor: Any, source: Any, out_dir: Path, args: argparse.Namespace,
+                case_id: str | None = None) -> tuple[Any, dict[str, Path], Any]:
+    """Read, predict and write one case; returns (case, written files, prediction)."""
+    from GliomaMTLLib.inference import write_prediction
+
+    t0 = time.perf_counter()
+    case = predictor.read(source, case_id=case_id)
+    read_s = time.perf_counter() - t0
+    prediction = predictor.predict(case)
+    prediction.timings = {"read": read_s, **prediction.timings}
+    written = write_prediction(prediction, out_dir, convention=args.labels, probabilities=args.probabilities,
+                               images=case.images)
+    return case, written, prediction
+
+
+def summary_lines(prediction: Any, written: dict[str, Path]) -> list[str]:
+    """Human-readable summary of one prediction."""
+    vols = ", ".join(f"{k} {v:.1f} ml" for k, v in prediction.volumes_ml.items() if k in prediction.probabilities)
+    lines = [f"case {prediction.case_id}: {vols or 'no volumes'}"]
+    for task, probs in prediction.genotype.items():
+        ranked = sorted(probs.items(), key=lambda kv: -kv[1])
+        lines.append(f"  {task}: {ranked[0][0]} {ranked[0][1]:.2f}"
+                     + "".join(f" ({c} {p:.2f})" for c, p in ranked[1:]))
+    total = sum(prediction.timings.values())
+    lines.append(f"  time {total:.1f} s (" + ", ".join(f"{k} {v:.2f}" for k, v in prediction.timings.items()) + ")")
+    for warning in prediction.warnings:
+        lines.append(f"  warning: {warning}")
+    lines.append("  outputs: " + ", ".join(str(p) for p in written.values()))
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.cohort and args.case:
+        raise ValueError("give either CASE (a folder or files) or --cohort DIR, not both")
+    if not args.cohort and not args.case:
+        raise ValueError("give a case (a folder or up to four sequence files) or --cohort DIR")
+    if len(args.case) > MAX_CASE_FILES:
+        raise ValueError(f"at most {MAX_CASE_FILES} sequence files per case, got {len(args.case)}")
+    reporter = _reporter(args)
+    try:
+        if args.cohort:
+            return run_cohort(args, reporter)
+        source: Any = args.case[0] if len(args.case) == 1 else list(args.case)
+        predictor = make_predictor(args, reporter)
+        _, written, prediction = predict_one(predictor, source, Path(args.out), args)
+    except Exception as exc:
+        if reporter is not None:
+            reporter.error(str(exc), type=type(exc).__name__)
+        raise
+    if reporter is not None:
+        reporter.done(case_id=prediction.case_id, outputs={k: str(v) for k, v in written.items()},
+                      volumes_ml=prediction.volumes_ml, genotype=prediction.genotype, warnings=prediction.warnings)
+    else:
+        print("\n".join(summary_lines(prediction, written)))
+    return 0
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    from GliomaMTLLib.io.atomic import write_text_atomic
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, buffer.getvalue())
+
+
+def _summary_row(name: str, report: dict[str, Any], status: str) -> dict[str, Any]:
+    row: dict[str, Any] = {"case": name, "case_id": report.get("case_id", name), "status": status}
+    for region in ("WT", "TC", "ET"):
+        if region in report.get("volumes_ml", {}):
+            row[f"{region}_ml"] = report["volumes_ml"][region]
+    for task, entry in report.get("genotype", {}).items():
+        row[task] = entry["predicted"]
+        row[f"p_{task}"] = round(max(entry["probabilities"].values()), 4)
+    row["seconds"] = round(sum(report.get("timings_s", {}).values()), 2)
+    row["warnings"] = len(report.get("warnings", []))
+    return row
+
+
+def run_cohort(args: argparse.Namespace, reporter: Any = None) -> int:
+    """Predict every case folder under ``args.cohort`` into ``args.out/<folder>/``."""
+    from tqdm import tqdm
+
+    from GliomaMTLLib.inference.report import REPORT_JSON, read_report
+    from GliomaMTLLib.io.atomic import write_text_atomic
+    from GliomaMTLLib.io.cohort import list_case_folders
+    from GliomaMTLLib.metrics import markdown_table
+
+    out = Path(args.out)
+    folders = list_case_folders(args.cohort)
+    if not folders:
+        raise ValueError(f"no case folders with MR sequence files under {args.cohort}")
+    out.mkdir(parents=True, exist_ok=True)
+    predictor = make_predictor(args)
+    rows: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    counts = {"done": 0, "skipped": 0, "failed": 0}
+    bar = tqdm(folders, desc="predict", unit="case", disable=reporter is not None, file=sys.stderr)
+    for i, folder in enumerate(bar):
+        case_out = out / folder.name
+        if reporter is not None:
+            reporter.progress(i / len(folders), f"case {folder.name} ({i + 1}/{len(folders)})")
+        if (case_out / REPORT_JSON).is_file():
+            counts["skipped"] += 1
+            rows.append(_summary_row(folder.name, read_report(case_out), "skipped (done before)"))
+            continue
+        bar.set_postfix_str(folder.name)
+        try:
+            _, _, prediction = predict_one(predictor, folder, case_out, args)
+        except Exception as exc:  # noqa: BLE001 - a bad case must not stop the cohort
+            counts["failed"] += 1
+            message = f"{type(exc).__name__}: {exc}"
+            errors.append({"case": folder.name, "folder": str(folder), "error": message})
+            rows.append({"case": folder.name, "case_id": folder.name, "status": "failed", "error": message})
+            _write_csv(out / ERRORS_CSV, errors, ["case", "folder", "error"])
+            if reporter is not None:
+                reporter.log(f"case {folder.name} failed: {message}", case=folder.name)
+            else:
+                tqdm.write(f"case {folder.name} failed: {message}", file=sys.stderr)
+            continue
+        counts["done"] += 1
+        rows.append(_summary_row(folder.name, prediction.report(), "done"))
+    bar.close()
+    if errors:
+        _write_csv(out / ERRORS_CSV, errors, ["case", "folder", "error"])
+    else:
+        (out / ERRORS_CSV).unlink(missing_ok=True)
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    _write_csv(out / SUMMARY_CSV, rows, columns)
+    summary = {"cohort": str(args.cohort), "out": str(out), "model": predictor.model_info,
+               "counts": counts, "cases": rows, "errors": errors}
+    write_text_atomic(out / SUMMARY_JSON, json.dumps(summary, indent=2) + "\n")
+    if reporter is not None:
+        reporter.done(counts=counts, summary=str(out / SUMMARY_JSON), errors=errors)
+    else:
+        shown = [c for c in columns if c not in ("error", "warnings")]
+        print(markdown_table(rows, shown, floatfmt=".2f"))
+        print(f"{counts['done']} done, {counts['skipped']} skipped (done before), {counts['failed']} failed"
+              + (f"; errors in {out / ERRORS_CSV}" if errors else "") + f"; summary in {out / SUMMARY_JSON}")
+    return 1 if errors else 0

@@ -1,0 +1,135 @@
+"""Recipes: parsing, defaults, dotted overrides and their errors (training.config)."""
+
+from __future__ import annotations
+
+import pytest
+
+from training.config import (
+    ConfigError,
+    available_recipes,
+    load_recipe,
+    parse_overrides,
+    schedule_plan,
+)
+
+PAPER_RECIPES = {"shi2023", "sgpnet", "nuechterlein", "vafaeikia_plgg", "huang_dt"}
+SHIPPED_RECIPES = {"gliomamtl_adult", "gliomamtl_pediatric"}
+
+
+def test_all_recipes_are_there():
+    assert PAPER_RECIPES | SHIPPED_RECIPES <= set(available_recipes())
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_RECIPES | SHIPPED_RECIPES))
+def test_recipe_loads_with_and_without_smoke(name):
+    full = load_recipe(name)
+    smoke = load_recipe(name, smoke=True)
+    assert full["name"] == name
+    for recipe in (full, smoke):
+        for stage in recipe["stages"].values():
+            assert stage["network"]["in_channels"] == len(recipe["sequences"])
+            assert set(stage["network"].get("tasks") or {}) <= set(recipe["tasks"])
+            for phase in stage["phases"]:
+                assert phase["input"]["mode"] in ("patch", "tumor_crop", "whole", "resize")
+    # the smoke variant is tiny; the full recipe keeps the paper's values
+    assert smoke["data"]["small"] is True and full["data"]["small"] is False
+    assert sum(n for *_, n in schedule_plan(smoke)) <= 6
+    assert sum(n for *_, n in schedule_plan(full)) >= 500
+
+
+def test_paper_values_are_kept_in_the_recipes():
+    sgp = load_recipe("sgpnet")["stages"]["main"]
+    assert sgp["input"] == {**sgp["input"], "mode": "resize", "size": [144, 144, 144]}
+    assert sgp["optim"]["lr"] == pytest.approx(1e-4)
+    assert sorted(sgp["optim"]["groups"].values()) == pytest.approx([5e-5, 5e-5])
+    assert sgp["schedule"]["name"] == "cosine" and sgp["batch_size"] == 2
+    plgg = load_recipe("vafaeikia_plgg")
+    assert plgg["sequences"] == ["t2f"] and plgg["stages"]["main"]["input"]["size"] == [112, 128, 128]
+    assert plgg["stages"]["main"]["batch_size"] == 4
+    shi = load_recipe("shi2023")["stages"]["main"]
+    assert [p["genotype"] for p in shi["phases"]] == [False, True]
+    assert load_recipe("huang_dt")["postprocess"]["et_min_ml"] == pytest.approx(0.5)
+    adult = load_recipe("gliomamtl_adult")
+    assert list(adult["stages"]) == ["localizer", "main"]
+    assert adult["stages"]["localizer"]["network"]["tasks"] == {}
+    assert set(adult["tasks"]) == {"idh", "codel_1p19q"}
+    assert load_recipe("gliomamtl_pediatric")["sequences"] == ["t2f"]
+
+
+def test_overrides_set_nested_values_lists_and_floats():
+    r = load_recipe("shi2023", ["stages.main.optim.lr=1e-4", "data.n_train=3", "data.small=true",
+                                "stages.main.phases.1.input.size=[16,16,16]", "train.iterations=5"])
+    assert r["stages"]["main"]["optim"]["lr"] == pytest.approx(1e-4)
+    assert r["data"]["n_train"] == 3 and r["data"]["small"] is True
+    assert r["stages"]["main"]["phases"][1]["input"]["size"] == [16, 16, 16]
+    assert r["stages"]["main"]["phases"][1]["input"]["mode"] == "tumor_crop"  # rest of the phase input kept
+    assert [n for *_, n in schedule_plan(r)] == [5, 5]
+    # a stage-level input change reaches phases that do not override it
+    r = load_recipe("shi2023", ["stages.main.input.size=[48,48,48]"])
+    assert all(p["input"]["size"] == [48, 48, 48] for p in r["stages"]["main"]["phases"])
+
+
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ("train.iteratons=5", "train.iteratons"),
+        ("data.n_trian=4", "data.n_trian"),
+        ("stages.main.optim.lrr=0.1", "stages.main.optim.lrr"),
+        ("stages.nope.batch_size=2", "stages.nope"),
+        ("stages.main.network.featurs=[4,8]", "stages.main.network: NetConfig: unknown key(s) ['featurs']"),
+        ("stages.main.preprocess.spacingg=[1,1,1]", "stages.main.preprocess: unknown preprocessing setting(s) ['spacingg']"),
+        ("stages.main.phases.0.iteratons=3", "iteratons"),
+        ("stages.main.phases.7.iterations=3", "7"),
+        ("bogus=1", "bogus"),
+    ],
+)
+def test_unknown_override_key_is_a_clear_error(override, named):
+    with pytest.raises(ConfigError) as info:
+        load_recipe("shi2023", [override])
+    assert named in str(info.value)
+    assert "known" in str(info.value) or "NetConfig" in str(info.value) or "index" in str(info.value)
+
+
+def test_override_type_and_syntax_errors():
+    with pytest.raises(ConfigError, match="data.n_train"):
+        load_recipe("shi2023", ["data.n_train=many"])
+    with pytest.raises(ConfigError, match="dotted.key=value"):
+        parse_overrides(["train.iterations"])
+    with pytest.raises(ConfigError, match="data.small"):
+        load_recipe("shi2023", ["data.small=3"])
+
+
+def test_unknown_key_in_a_recipe_file_names_key_and_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: bad\nstages:\n  main:\n    network: {in_channels: 4}\n    optimm: {lr: 0.1}\n")
+    with pytest.raises(ConfigError) as info:
+        load_recipe(path)
+    assert "stages.main.optimm" in str(info.value) and str(path) in str(info.value)
+    path.write_text("name: bad\ntrain: {checkpoint_evry: 3}\nstages: {main: {network: {in_channels: 4}}}\n")
+    with pytest.raises(ConfigError, match="train.checkpoint_evry"):
+        load_recipe(path)
+
+
+def test_missing_recipe_lists_available():
+    with pytest.raises(ConfigError, match="shi2023"):
+        load_recipe("no_such_recipe")
+
+
+def test_base_inheritance(tmp_path):
+    child = tmp_path / "child.yaml"
+    child.write_text("base: shi2023\nname: child\nstages: {main: {optim: {lr: 2.0e-4}}}\n")
+    r = load_recipe(child)
+    assert r["name"] == "child"
+    assert r["stages"]["main"]["optim"]["lr"] == pytest.approx(2e-4)
+    assert r["stages"]["main"]["network"]["head_style"] == "seggated"  # inherited
+
+
+def test_engine_checks_network_preprocess_and_loss_values():
+    with pytest.raises(ConfigError, match=r"stages.main.network: .*head_style"):
+        load_recipe("shi2023", ["stages.main.network.head_style=sideways"])
+    with pytest.raises(ConfigError, match=r"stages.main.preprocess: .*spacing"):
+        load_recipe("shi2023", ["stages.main.preprocess.spacing=[1,-1,1]"])
+    with pytest.raises(ConfigError, match=r"stages.main.loss \(phase 0\): .*segg"):
+        load_recipe("shi2023", ["stages.main.loss.segg=dice"])
+    with pytest.raises(ConfigError, match=r"labels .* do not match"):
+        load_recipe("sgpnet", ['labels={"1": a, "2": b}'])
