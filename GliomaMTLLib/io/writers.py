@@ -43,8 +43,10 @@ def _check_extension(path: Path) -> None:
         raise ValueError(f"cannot write {path}: use one of the extensions {WRITE_EXTENSIONS}")
 
 
-def write_image(path: str | os.PathLike, image: sitk.Image) -> Path:
+def write_image(path: str | os.PathLike, image: sitk.Image, compression_level: int = -1) -> Path:
     """Write a SimpleITK image atomically (compressed where the format allows); returns the path.
+
+    ``compression_level`` is the gzip level (-1: the library default; 1 is fastest).
 
     Raises:
         ValueError: unsupported extension.
@@ -54,7 +56,7 @@ def write_image(path: str | os.PathLike, image: sitk.Image) -> Path:
     _check_extension(path)
     compress = not path.name.lower().endswith(".nii")  # .nii.gz, .nrrd (gzip encoding), .mha
     with atomic_path(path) as tmp:
-        sitk.WriteImage(image, str(tmp), useCompression=compress)
+        sitk.WriteImage(image, str(tmp), compress, int(compression_level))
     return path
 
 
@@ -91,7 +93,11 @@ def write_labels(
 
 
 def write_volume(
-    path: str | os.PathLike, array: np.ndarray, geometry: Geometry, dtype: np.dtype | type = np.float32
+    path: str | os.PathLike,
+    array: np.ndarray,
+    geometry: Geometry,
+    dtype: np.dtype | type = np.float32,
+    compression_level: int = -1,
 ) -> Path:
     """Write one scalar volume (probability map, heatmap, image) on exactly ``geometry``.
 
@@ -112,7 +118,7 @@ def write_volume(
     _check_shape(array, geometry, "volume", path)
     if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
         raise ValueError(f"cannot write volume {path}: the array contains NaN or infinite values")
-    return write_image(path, geometry.to_image(array.astype(dtype, copy=False)))
+    return write_image(path, geometry.to_image(array.astype(dtype, copy=False)), compression_level)
 
 
 def write_case(
@@ -121,6 +127,8 @@ def write_case(
     layout: str = "brats2023",
     prefix: str | None = None,
     label_convention: str = "2023",
+    image_dtype: np.dtype | type = np.float32,
+    compression_level: int = -1,
 ) -> dict[str, Path]:
     """Write a case's sequences (float32) and label map into ``folder``, readable by ``read_case``.
 
@@ -132,6 +140,9 @@ def write_case(
             (``t1n.nii.gz`` ... ``seg.nii.gz``).
         prefix: file name prefix; default ``case.case_id``.
         label_convention: ``"2023"`` or ``"2020"`` (ET = 4).
+        image_dtype: stored voxel type of the sequences (e.g. ``np.int16`` for integer-valued
+            scanner-like images; values are cast as they are).
+        compression_level: gzip level (-1 library default, 1 fastest).
 
     Returns:
         key (sequence key or ``"label"``) -> path written.
@@ -150,7 +161,7 @@ def write_case(
     written: dict[str, Path] = {}
     for key in case.sequences:
         path = folder / (names[key].format(id=prefix) + ".nii.gz")
-        written[key] = write_volume(path, case.images[key], case.geometry, np.float32)
+        written[key] = write_volume(path, case.images[key], case.geometry, image_dtype, compression_level)
     if case.label is not None:
         path = folder / (names[LABEL_KEY].format(id=prefix) + ".nii.gz")
         written[LABEL_KEY] = write_labels(path, case.label, case.geometry, label_convention)

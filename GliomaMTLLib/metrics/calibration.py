@@ -107,7 +107,6 @@ def expected_calibration_error(
     correct = (p.argmax(axis=1) == y).astype(np.float64)
     # bin index: (b/n, (b+1)/n] -> b; confidence 0 goes to bin 0
     bins = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
-    count = np.bincount(bins, minlength=n_bins)
     acc_sum = np.bincount(bins, weights=correct, minlength=n_bins)
     conf_sum = np.bincount(bins, weights=conf, minlength=n_bins)
     return float(np.abs(acc_sum - conf_sum).sum() / len(y))

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from GliomaMTLLib.io.atomic import atomic_path
+from GliomaMTLLib.io.atomic import write_text_atomic
+from GliomaMTLLib.io.writers import write_case
 from GliomaMTLLib.io.case import Case
-from GliomaMTLLib.labels import SEQUENCES
 from GliomaMTLLib.progress import ProgressCallback
 
 LABELS_CSV_COLUMNS: tuple[str, ...] = ("case_id", "cohort", "idh", "codel_1p19q", "braf", "survival_days", "event")
@@ -59,31 +59,9 @@ def write_case_files(case: Case, folder: str | Path, int16: bool = False, compre
     Returns:
         The folder.
     """
-    # TODO(lead): switch to GliomaMTLLib.io.writers.write_case once it exists.
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    items = [(seq, case.images[seq]) for seq in SEQUENCES if seq in case.images]
-    if case.label is not None:
-        items.append(("seg", case.label))
-    for key, array in items:
-        if key == "seg":
-            data = array.astype(np.uint8, copy=False)
-        elif int16:
-            data = array.astype(np.int16)
-        else:
-            data = array.astype(np.float32, copy=False)
-        image = case.geometry.to_image(data)
-        with atomic_path(folder / f"{case.case_id}-{key}.nii.gz") as tmp:
-            sitk.WriteImage(image, str(tmp), True, int(compression_level))
-            _readable(tmp)
-    return folder
-
-
-def _readable(path: Path) -> None:
-    """Give a file the usual permissions (``atomic_path`` creates it 0600 via mkstemp)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    write_case(case, folder, layout="brats2023", image_dtype=np.int16 if int16 else np.float32,
+               compression_level=compression_level)
+    return Path(folder)
 
 
 def labels_row(case: Case, cohort: str) -> dict[str, str]:
@@ -122,10 +100,7 @@ def write_labels_csv(rows: list[dict[str, str]], path: str | Path) -> Path:
     writer = csv.DictWriter(buf, fieldnames=list(LABELS_CSV_COLUMNS), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    with atomic_path(path) as tmp:
-        tmp.write_text(buf.getvalue())
-        _readable(tmp)
-    return Path(path)
+    return write_text_atomic(path, buf.getvalue())
 
 
 def generate_cohort(out_dir: str | Path, n: int, cohort: str = "adult", seed: int = 0, small: bool = False,
