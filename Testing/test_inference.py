@@ -551,7 +551,7 @@ def test_shipped_bundle_runs_on_a_small_synthetic_case(name, cohort):
 
     folder = SHIPPED_MODELS_DIR / name
     if not (folder / "model.json").is_file():
-        pytest.skip(f"shipped bundle {name} is not in {SHIPPED_MODELS_DIR} yet (trained by the lead)")
+        pytest.skip(f"shipped bundle {name} is not in {SHIPPED_MODELS_DIR} (this model has no shipped weights yet)")
     pytest.importorskip("nilearn")
     from GliomaMTLLib.synth import generate_case
 
