@@ -25,14 +25,7 @@ from GliomaMTLLib.losses import (
 from GliomaMTLLib.nets import build_network
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny volumes gain nothing from intra-op threads, and on a loaded 2-core machine the
-    thread hand-offs cost more than the convolutions; restore the setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 # ---------------------------------------------------------------- masked cross-entropy

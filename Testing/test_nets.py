@@ -25,14 +25,7 @@ TINY = (4, 8, 16)  # depth 3: sizes must be multiples of 4
 ALL_TASKS = list(GENOTYPE_TASKS)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny volumes gain nothing from intra-op threads, and on a loaded 2-core machine the
-    thread hand-offs cost more than the convolutions; restore the setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def tiny_net(**kwargs) -> MultiTaskNet:

@@ -59,6 +59,37 @@ def _resample_onto(image: sitk.Image, reference: Geometry, interpolator: int, pi
     return sitk.Resample(image, ref, sitk.Transform(), interpolator, 0.0, pixel_type)
 
 
+def _onto_reference(
+    image: sitk.Image,
+    geometry: Geometry,
+    reference: Geometry,
+    path: PathLike,
+    reference_path: PathLike | None,
+    min_overlap: float,
+    notes: list[str] | None,
+    *,
+    label: bool,
+) -> np.ndarray:
+    """Check that ``image`` (on ``geometry``) may be resampled onto ``reference``, do it, note it.
+
+    Images use linear interpolation (float32), label maps nearest neighbour (uint8); voxels outside
+    the source field of view become 0.
+    """
+    fraction = check_grid_compatible(geometry, reference, path, reference_path or "the reference grid", min_overlap)
+    if label:
+        resampled = _resample_onto(image, reference, sitk.sitkNearestNeighbor, sitk.sitkUInt8)
+        what, how = f"label map {path}", "nearest neighbour (voxels outside its field of view set to background)"
+    else:
+        resampled = _resample_onto(image, reference, sitk.sitkLinear, sitk.sitkFloat32)
+        what, how = f"{path}", "linear interpolation (voxels outside its field of view set to 0)"
+    if notes is not None:
+        notes.append(
+            f"{what} is on a different grid than {reference_path or 'the reference'} "
+            f"(field-of-view overlap {fraction:.0%}); resampled onto the reference grid with {how}"
+        )
+    return sitk.GetArrayFromImage(resampled)
+
+
 def read_volume(
     path: PathLike,
     reference: Geometry | None = None,
@@ -93,16 +124,11 @@ def read_volume(
     geometry = Geometry.from_image(image)
     if reference is None or geometry.same_grid(reference):
         return array, (geometry if reference is None else reference)
-    fraction = check_grid_compatible(geometry, reference, path, reference_path or "the reference grid", min_overlap)
-    image = sitk.Cast(image, sitk.sitkFloat32)
-    resampled = _resample_onto(image, reference, sitk.sitkLinear, sitk.sitkFloat32)
-    if notes is not None:
-        notes.append(
-            f"{path} is on a different grid than {reference_path or 'the reference'} "
-            f"(field-of-view overlap {fraction:.0%}); resampled onto the reference grid with linear "
-            f"interpolation (voxels outside its field of view set to 0)"
-        )
-    return sitk.GetArrayFromImage(resampled).astype(np.float32, copy=False), reference
+    resampled = _onto_reference(
+        sitk.Cast(image, sitk.sitkFloat32), geometry, reference, path, reference_path, min_overlap, notes,
+        label=False,
+    )
+    return resampled.astype(np.float32, copy=False), reference
 
 
 def read_label_map(
@@ -135,16 +161,10 @@ def read_label_map(
     geometry = Geometry.from_image(image)
     if reference is None or geometry.same_grid(reference):
         return labels, used
-    fraction = check_grid_compatible(geometry, reference, path, reference_path or "the reference grid", min_overlap)
-    label_image = geometry.to_image(labels)
-    resampled = _resample_onto(label_image, reference, sitk.sitkNearestNeighbor, sitk.sitkUInt8)
-    if notes is not None:
-        notes.append(
-            f"label map {path} is on a different grid than {reference_path or 'the reference'} "
-            f"(field-of-view overlap {fraction:.0%}); resampled onto the reference grid with nearest "
-            f"neighbour (voxels outside its field of view set to background)"
-        )
-    return sitk.GetArrayFromImage(resampled).astype(np.uint8, copy=False), used
+    resampled = _onto_reference(
+        geometry.to_image(labels), geometry, reference, path, reference_path, min_overlap, notes, label=True
+    )
+    return resampled.astype(np.uint8, copy=False), used
 
 
 def resolve_case_files(source: CaseSource) -> tuple[dict[str, Path], str, Path | None]:
