@@ -201,3 +201,33 @@ def test_parameter_groups_partition_the_parameters(head_style):
     assert len(ids) == len(set(ids)) == len(list(net.parameters()))
     assert {id(p) for p in net.encoder.parameters()} <= {id(p) for p in groups["backbone"]}
     assert {id(p) for p in net.classifiers.parameters()} <= {id(p) for p in groups["genotype"]}
+
+
+def test_seg_composition_is_the_soft_tumor_make_up():
+    from GliomaMTLLib.nets.multitask import seg_composition
+
+    logits = torch.full((2, 4, 2, 2, 2), -30.0)
+    logits[:, 0] = 30.0  # background everywhere ...
+    logits[0, :, 0, 0, 0] = torch.tensor([-30.0, -30.0, -30.0, 30.0])  # ... but one ET voxel
+    logits[0, :, 0, 0, 1] = torch.tensor([-30.0, 30.0, -30.0, -30.0])  # and one NCR voxel in case 0
+    logits.requires_grad_(True)
+    comp = seg_composition(logits)
+    assert comp.shape == (2, 4) and comp.grad_fn is None  # detached: no genotype gradient into seg
+    assert torch.allclose(comp[0], torch.tensor([2 / 8, 0.5, 0.0, 0.5]), atol=1e-6)
+    assert torch.allclose(comp[1], torch.zeros(4), atol=1e-6)  # no tumor: all zeros, no NaN
+
+
+@pytest.mark.parametrize("head_style", ["bottleneck", "seggated"])
+def test_seg_summary_widens_the_heads_and_changes_their_output(head_style):
+    cfg = dict(in_channels=4, features=[4, 8, 16], head_style=head_style, head_hidden=8,
+               tasks={"idh": ["wildtype", "mutant"]})
+    plain, summary = build_network(cfg), build_network({**cfg, "seg_summary": True})
+    first = summary.classifiers.bodies["idh"][1]
+    assert first.in_features == plain.classifiers.bodies["idh"][1].in_features + 4
+    assert NetConfig.from_dict(summary.config.to_dict()).seg_summary is True
+    x = torch.randn(2, 4, 16, 16, 16, generator=torch.Generator().manual_seed(0))
+    summary.eval()
+    with torch.no_grad():
+        base = summary(x)["genotype"]["idh"]
+        first.weight[:, -4:] += 1.0  # the composition columns take part in the logits
+        assert not torch.allclose(summary(x)["genotype"]["idh"], base)

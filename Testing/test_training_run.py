@@ -255,11 +255,16 @@ def test_export_writes_a_loadable_bundle_that_reproduces_the_run(adult_run, tmp_
     assert list(meta["stages"]) == ["localizer", "main"]
     assert meta["stages"]["localizer"]["input_size"] == [32, 32, 32]
     assert meta["stages"]["main"]["crop_size"] == [32, 32, 32]
-    assert set(meta["calibration"]) == {"idh", "codel_1p19q"} and all(t > 0 for t in meta["calibration"].values())
+    # two validation cases are far too few to fit a temperature: T stays 1 and the bundle says why
+    assert meta["calibration"] == {"idh": 1.0, "codel_1p19q": 1.0}
+    for task in ("idh", "codel_1p19q"):
+        fit = meta["calibration_fit"][task]
+        assert fit["fitted"] is False and fit["known_cases"] == 2 and "calibration_min_cases = 30" in fit["why"]
     assert meta["training"]["recipe"] == "gliomamtl_adult" and meta["training"]["iterations"] == 6
     assert meta["metrics"]["segmentation"]["main/WT"]["n"] == 2
     card = (folder / "card.md").read_text()
     assert "synthetic data only" in card and "not for clinical use" in card.lower() and "main/WT" in card
+    assert "`idh`: temperature left at 1 (not fitted: 2 known validation labels" in card
     # the bundle's networks are the run's networks
     _, runners = load_run(adult_run)
     nets = bundle.build_networks()
@@ -351,3 +356,65 @@ def test_gliomamtl_synth_folder_trains_evaluates_and_the_cli_wires_it(tmp_path, 
     metrics = json.loads((tmp_path / "eval2" / "metrics.json").read_text())
     assert metrics["info"]["cases"] == 4 and set(metrics["genotype"]) == {"braf"}
     assert set(metrics["segmentation"]) == {"main/WT"}  # a whole-tumor model is scored on WT only
+
+
+def test_calibration_is_fitted_once_there_are_enough_validation_labels(adult_run):
+    from training.data import prepare as prepare_data
+    from training.evaluate import load_run
+    from training.export import fit_calibration
+
+    recipe, runners = load_run(adult_run)
+    recipe["export"]["calibration_min_cases"] = 2
+    temps, fit = fit_calibration(recipe, runners, prepare_data(recipe, adult_run).folders)
+    assert set(temps) == {"idh", "codel_1p19q"}
+    for task in temps:
+        assert fit[task]["fitted"] is True and fit[task]["known_cases"] == 2
+        assert 0.05 <= temps[task] <= 20.0
+
+
+# ------------------------------------------------------------------------------------------
+# warm start (stages.<stage>.init)
+# ------------------------------------------------------------------------------------------
+
+
+def test_init_from_a_run_copies_its_weights(adult_run, cache_dir, tmp_path):
+    run = tmp_path / "warm"
+    recipe = smoke("gliomamtl_adult", cache_dir, "train.iterations=0",
+                   f"stages.localizer.init={adult_run}", f"stages.main.init={adult_run}")
+    train(recipe, run, quiet=True)
+    assert_same_weights(adult_run, run)
+    init_events = [e for e in read_log(run) if e.get("event") == "init"]
+    assert [e["stage"] for e in init_events] == ["localizer", "main"] and all(e["fresh"] == [] for e in init_events)
+
+
+def test_init_keeps_fresh_tensors_where_the_architecture_changed(adult_run, tmp_path):
+    from GliomaMTLLib.nets import build_network
+    from training.checkpoint import load_init_weights, warm_start
+    from training.evaluate import load_run
+
+    recipe, _ = load_run(adult_run)
+    trained = recipe["stages"]["main"]["network"]
+    conf = dict(trained, seg_summary=not trained.get("seg_summary", False))  # heads one input wider or narrower
+    net = build_network(conf)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    source = load_init_weights(adult_run, "main")
+    copied, fresh = warm_start(net, source)
+    assert fresh == ["classifiers.bodies.codel_1p19q.1.weight", "classifiers.bodies.idh.1.weight"]
+    assert torch.equal(net.state_dict()["classifiers.bodies.idh.1.weight"], before["classifiers.bodies.idh.1.weight"])
+    for name in copied:
+        assert torch.equal(net.state_dict()[name], source[name])
+
+
+def test_init_reads_bundles_and_names_bad_sources(adult_run, tmp_path):
+    from training.checkpoint import load_init_weights, weights_path
+    from training.export import export_run
+
+    bundle = export_run(adult_run, tmp_path / "bundle", evaluate=False)
+    from_bundle = load_init_weights(bundle, "localizer")
+    from_file = load_init_weights(weights_path(adult_run, "localizer"), "localizer")
+    assert from_bundle.keys() == from_file.keys()
+    assert all(torch.equal(from_bundle[k], from_file[k]) for k in from_file)
+    with pytest.raises(FileNotFoundError, match="no tensors of stage 'decoder'"):
+        load_init_weights(bundle, "decoder")
+    with pytest.raises(FileNotFoundError, match=r"stages.main.init = '.*nowhere'"):
+        load_init_weights(tmp_path / "nowhere", "main")

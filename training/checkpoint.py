@@ -98,3 +98,42 @@ def load_stage_weights(run_dir: str | os.PathLike, stage: str) -> dict[str, torc
     if not path.is_file():
         raise FileNotFoundError(f"{path}: stage {stage!r} has no finished weights (did training finish?)")
     return load_file(str(path))
+
+
+def load_init_weights(source: str | os.PathLike, stage: str) -> dict[str, torch.Tensor]:
+    """The ``stage`` network's tensors from a run folder, a bundle folder or a .safetensors file.
+
+    Raises:
+        FileNotFoundError: ``source`` is none of those, or holds no tensors of ``stage``.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(source)
+    if path.is_dir() and weights_path(path, stage).is_file():
+        return load_file(str(weights_path(path, stage)))
+    if path.is_dir() and (path / "model.safetensors").is_file():
+        flat = load_file(str(path / "model.safetensors"))
+        prefix = f"{stage}."
+        tensors = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
+        if not tensors:
+            raise FileNotFoundError(f"{path / 'model.safetensors'}: no tensors of stage {stage!r} (keys start with "
+                                    f"{sorted({k.split('.')[0] for k in flat})})")
+        return tensors
+    if path.is_file() and path.suffix == ".safetensors":
+        return load_file(str(path))
+    raise FileNotFoundError(
+        f"stages.{stage}.init = {str(source)!r}: not a run folder with weights/{stage}.safetensors, "
+        "a bundle folder with model.safetensors, or a .safetensors file"
+    )
+
+
+def warm_start(net: torch.nn.Module, tensors: Mapping[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    """Copy every tensor of ``tensors`` whose name and shape match ``net``'s state.
+
+    Returns:
+        (names copied, names of ``net`` left at their initialization).
+    """
+    own = net.state_dict()
+    matched = {k: v for k, v in tensors.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+    net.load_state_dict({**own, **{k: v.to(own[k].dtype) for k, v in matched.items()}})
+    return sorted(matched), sorted(k for k in own if k not in matched)

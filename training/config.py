@@ -124,6 +124,10 @@ STAGE_DEFAULTS: dict[str, Any] = {
     "optim": OPTIM_DEFAULTS,
     "schedule": SCHEDULE_DEFAULTS,
     "batch_size": 2,
+    # Warm start: a run folder (its weights/<stage>.safetensors), a bundle folder (its
+    # model.safetensors, keys "<stage>.*") or a .safetensors file. Tensors whose name and shape
+    # match are copied; the rest keep their fresh initialization (e.g. a widened head).
+    "init": None,
     "phases": [PHASE_DEFAULTS],
     "evaluate": EVAL_STAGE_DEFAULTS,
 }
@@ -178,6 +182,9 @@ EXPORT_DEFAULTS: dict[str, Any] = {
     "version": "1.0.0",
     "description": None,
     "calibrate": True,
+    # Temperatures fitted on fewer known labels than this are noise (a T < 1 fitted on a dozen
+    # cases sharpens chance-level logits): such tasks keep T = 1 and model.json says why.
+    "calibration_min_cases": 30,
 }
 
 # GliomaMTLLib.inference.postprocess.PostprocessConfig (volumes in ml, so independent of spacing)

@@ -53,23 +53,46 @@ def stage_meta(conf: Mapping[str, Any], main: bool) -> dict[str, Any]:
     return meta
 
 
-def fit_calibration(recipe: Mapping[str, Any], runners, folders) -> dict[str, Any]:
-    """Temperature per task on the validation split (1.0 where it has no known labels)."""
+def fit_calibration(recipe: Mapping[str, Any], runners, folders) -> tuple[dict[str, float], dict[str, Any]]:
+    """Temperature per task on the validation split, and how each was obtained.
+
+    Returns:
+        ``({task: T}, {task: {"known_cases": n, "fitted": bool, "why": str}})``. A task with
+        fewer than ``export.calibration_min_cases`` known validation labels keeps T = 1.
+    """
     from GliomaMTLLib.metrics import fit_temperature
 
     if not recipe["tasks"]:
-        return {}
+        return {}, {}
+    minimum = int(recipe["export"]["calibration_min_cases"])
     results = predict_prepared(recipe, runners, folders, "val")
-    out: dict[str, Any] = {}
+    temps: dict[str, float] = {}
+    info: dict[str, Any] = {}
     for task in recipe["tasks"]:
         have = [r for r in results if task in r.genotype_logits]
-        if not have:
-            out[task] = 1.0
+        y = np.asarray([r.genotype_true.get(task, -1) for r in have], dtype=np.int64)
+        known = int((y >= 0).sum())
+        if known < minimum:
+            temps[task] = 1.0
+            info[task] = {"known_cases": known, "fitted": False,
+                          "why": f"{known} known validation labels < calibration_min_cases = {minimum}"}
             continue
         logits = np.stack([r.genotype_logits[task] for r in have])
-        y = np.asarray([r.genotype_true.get(task, -1) for r in have])
-        out[task] = float(fit_temperature(logits, y))
-    return out
+        temps[task] = float(fit_temperature(logits, y))
+        info[task] = {"known_cases": known, "fitted": True, "why": "validation NLL (temperature scaling)"}
+    return temps, info
+
+
+def calibration_text(fit: Mapping[str, Any]) -> str:
+    """One line per task on how its temperature was obtained (for the model card)."""
+    if not fit:
+        return "Genotype probabilities are not calibrated (no genotype tasks, or calibration off)."
+    lines = []
+    for task, row in fit.items():
+        how = ("fitted on the validation split by temperature scaling" if row.get("fitted")
+               else f"left at 1 (not fitted: {row.get('why')})")
+        lines.append(f"- `{task}`: temperature {how}; {row.get('known_cases')} known validation labels.")
+    return "Genotype calibration:\n\n" + "\n".join(lines)
 
 
 def _fmt(value: Any) -> str:
@@ -116,6 +139,7 @@ def render_card(meta: Mapping[str, Any], recipe: Mapping[str, Any], metrics: Map
         "seg_rows": "\n".join(seg_lines) or "| (none) | | | | | |",
         "geno_rows": "\n".join(geno_lines) or "| (none) | | | | | | |",
         "eval_cases": (metrics.get("info") or {}).get("cases", "?"),
+        "calibration_text": calibration_text(meta.get("calibration_fit") or {}),
         "synthetic_note": ("These weights were trained on synthetic data only." if data["source"] == "synth"
                            else "These weights were trained on the data named above."),
     }
@@ -134,7 +158,7 @@ def export_run(run_dir: str | Path, out: str | Path, overwrite: bool = False, ev
     if run_info.get("status") not in (None, "finished"):
         raise ValueError(f"{run_dir}: the run is {run_info.get('status')!r}, not finished; resume it first")
     folders = prepare(recipe, run_dir).folders
-    calibration = fit_calibration(recipe, runners, folders) if recipe["export"]["calibrate"] else {}
+    calibration, calibration_fit = fit_calibration(recipe, runners, folders) if recipe["export"]["calibrate"] else ({}, {})
     metrics: dict[str, Any] = {}
     if evaluate:
         metrics = evaluate_run(run_dir, run_dir / "eval-test", "test", max_eval_cases)
@@ -150,6 +174,7 @@ def export_run(run_dir: str | Path, out: str | Path, overwrite: bool = False, ev
                    for stage, conf in recipe["stages"].items()},
         "postprocess": dict(recipe["postprocess"]),
         "calibration": calibration,
+        "calibration_fit": calibration_fit,
         "training": {
             "recipe": recipe["name"],
             "paper": recipe.get("paper"),

@@ -348,6 +348,13 @@ class Trainer:
                 augment = Augmenter(conf["augment"], channels=len(self.recipe["sequences"]))
                 dist_regions = self._dist_regions(net)
                 resume_here = state is not None and state["stage"] == stage
+                if conf["init"] and not resume_here:
+                    copied, fresh = ckpt.warm_start(net, ckpt.load_init_weights(conf["init"], stage))
+                    self._log({"stage": stage, "event": "init", "from": str(conf["init"]),
+                               "copied": len(copied), "fresh": fresh})
+                    if not copied:
+                        raise ValueError(f"stages.{stage}.init = {conf['init']!r}: no tensor matches the network "
+                                         "(different architecture?)")
                 if resume_here:
                     net.load_state_dict(state["model"])
                     ckpt.set_rng_state(state["rng"])  # after the seeded initialization above

@@ -115,6 +115,12 @@ class NetConfig:
             structure, we keep its depth but halve its width for CPU speed).
         gate_detach: stop gradients from the genotype loss flowing into the seg path through
             the gate P(WT). Paper 000 trains end to end (False).
+        seg_summary: also feed the genotype heads the composition of the predicted tumor
+            (mean P(WT) over the input and the share of each tumor label within it, from the
+            detached softmax). Enhancement and necrosis patterns are what radiologists read
+            IDH and 1p/19q from; handing the head these few numbers directly lets it learn them
+            from a small cohort instead of rediscovering them from pooled features.
+            Default False (the papers).
         dropout: dropout before the classifier layers of the genotype heads.
         block_dropout: dropout inside the encoder/decoder conv blocks (001 uses dropout in
             its residual blocks).
@@ -139,6 +145,7 @@ class NetConfig:
     head_pool: str = "avgmax"
     gate_features: tuple[int, ...] | None = None
     gate_detach: bool = False
+    seg_summary: bool = False
     dropout: float = 0.0
     block_dropout: float = 0.0
     light_top: bool = False
@@ -162,7 +169,7 @@ class NetConfig:
         if self.norm not in NORMS:
             raise ValueError(f"NetConfig.norm: unknown normalisation {self.norm!r}; expected one of {NORMS}")
         self.tasks = _normalise_tasks(self.tasks)
-        for name in ("distance_decoder", "gate_detach", "light_top"):
+        for name in ("distance_decoder", "gate_detach", "light_top", "seg_summary"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"NetConfig.{name} must be true or false, got {getattr(self, name)!r}")
         if self.dist_channels is None:

@@ -183,6 +183,16 @@ class Decoder(nn.Module):
         return self.out(x), outputs
 
 
+def seg_composition(seg_logits: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """(B, C, ...) seg logits -> (B, C): mean P(WT) over the volume, then the share of each tumor
+    label 1..C-1 within the predicted tumor (soft volumes; zeros when there is no tumor).
+    Computed from the detached softmax, so the genotype loss does not reshape the segmentation."""
+    p = torch.softmax(seg_logits.detach().float(), dim=1).flatten(2).sum(dim=2)  # (B, C) soft volumes
+    tumor = p[:, 1:].sum(dim=1, keepdim=True)
+    shares = p[:, 1:] / (tumor + eps)
+    return torch.cat([tumor / p.sum(dim=1, keepdim=True), shares], dim=1).to(seg_logits.dtype)
+
+
 class PooledProjection(nn.Module):
     """1x1x1 conv + LeakyReLU (no norm) then global pooling: (B, C, ...) -> (B, C * n_pool)."""
 
@@ -284,6 +294,8 @@ class MultiTaskNet(nn.Module):
                 channels = list(config.gate_features[-2:])
             self.projections = nn.ModuleList(PooledProjection(c, config) for c in channels)
             pooled = sum(p.out_features for p in self.projections)
+            if config.seg_summary:
+                pooled += config.num_seg_classes
             self.classifiers = TaskClassifiers(pooled, config)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -386,6 +398,8 @@ class MultiTaskNet(nn.Module):
             else:
                 maps = self._gated_maps(x, seg)
             pooled = torch.cat([proj(m) for proj, m in zip(self.projections, maps)], dim=1)
+            if cfg.seg_summary:
+                pooled = torch.cat([pooled, seg_composition(seg)], dim=1)
             genotype, embedding = self.classifiers(pooled, tabular)
         out["genotype"] = genotype
         if return_embedding:
