@@ -114,9 +114,9 @@ def check_internal_labels(labels: np.ndarray, what: str = "label map") -> np.nda
     if np.issubdtype(labels.dtype, np.floating):
         if not np.all(np.isfinite(labels)) or not np.all(labels == np.round(labels)):
             raise ValueError(f"{what} must hold whole numbers 0..3, found non-integer or non-finite values")
-    values = np.unique(labels)
-    bad = [v.item() for v in values if v not in (0, 1, 2, 3)]
-    if bad:
+    outside = (labels < 0) | (labels > 3)  # a comparison pass, not a sort: ~10x cheaper than np.unique
+    if outside.any():
+        bad = [v.item() for v in np.unique(labels[outside])]
         raise ValueError(f"{what} holds values {bad}; internal labels are 0 (background), 1 NCR, 2 ED, 3 ET")
     return labels.astype(np.uint8)
 
