@@ -28,6 +28,8 @@ from typing import Any, Mapping
 
 import torch
 
+from GliomaMTLLib.io.atomic import apply_default_permissions
+
 BUNDLE_FORMAT = "gliomamtl-bundle/1"
 REQUIRED_KEYS = ("name", "version", "sequences", "labels", "tasks", "stages", "weights")
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parents[1] / "Resources" / "Models"
@@ -223,6 +225,7 @@ def save_bundle(
         (staging / "model.json").write_text(json.dumps(full_meta, indent=2) + "\n")
         if card is not None:
             (staging / "card.md").write_text(card)
+        apply_default_permissions(staging)  # mkdtemp made it 0700: a shared model folder must be readable
         if folder.exists():
             backup = folder.with_name(f".{folder.name}.replaced")
             shutil.rmtree(backup, ignore_errors=True)

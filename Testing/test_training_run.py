@@ -251,6 +251,11 @@ def test_export_writes_a_loadable_bundle_that_reproduces_the_run(adult_run, tmp_
 
     folder = export_run(adult_run, tmp_path / "gliomamtl_adult_test")
     bundle = load_bundle(folder)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's 0700
+    assert {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()} == {
+        n: 0o666 & ~umask for n in ("model.safetensors", "model.json", "card.md")}
     meta = bundle.meta
     assert list(meta["stages"]) == ["localizer", "main"]
     assert meta["stages"]["localizer"]["input_size"] == [32, 32, 32]

@@ -77,7 +77,11 @@ def run_variant(variant: Variant, seed: int, runs: Path, smoke: bool = False, ex
     finished = info_path.is_file() and json.loads(info_path.read_text()).get("status") == "finished"
     if not finished:
         train(recipe, run_dir, resume=(run_dir / "checkpoint.pt").is_file(), quiet=True)
-    metrics = evaluate_run(run_dir)
+    saved = run_dir / "eval-test" / "metrics.json"
+    if finished and saved.is_file() and saved.stat().st_mtime >= info_path.stat().st_mtime:
+        metrics = json.loads(saved.read_text())  # evaluated by an earlier call: reuse
+    else:
+        metrics = evaluate_run(run_dir)
     seconds = json.loads(info_path.read_text()).get("seconds")
     return {"variant": variant.name, "seed": seed, "run": str(run_dir), "train_seconds": seconds, "metrics": metrics}
 

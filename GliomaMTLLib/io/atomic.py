@@ -38,6 +38,24 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def current_umask() -> int:
+    """The process umask (read without changing it for longer than the call)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def apply_default_permissions(path: str | os.PathLike) -> None:
+    """Give a folder made by ``tempfile.mkdtemp`` (0700) and the files in it the permissions a
+    plain ``mkdir`` / ``open`` would have had under the current umask."""
+    umask = current_umask()
+    path = Path(path)
+    os.chmod(path, 0o777 & ~umask)
+    for child in path.iterdir():
+        if child.is_file():
+            os.chmod(child, 0o666 & ~umask)
+
+
 def write_text_atomic(final: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``final`` atomically; returns the final path."""
     with atomic_path(final) as tmp:
