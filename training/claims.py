@@ -100,14 +100,16 @@ def _case_dice(run: str) -> dict[str, dict[str, float]]:
 
 def paired_difference(a: dict[str, float], b: dict[str, float], n_boot: int = 2000, seed: int = 0
                       ) -> tuple[float, float, float]:
-    """Mean of b - a over the cases both have, with a bootstrap 95% interval."""
+    """Mean of b - a over the cases both have, with a percentile-bootstrap 95% interval."""
+    from scipy.stats import bootstrap
+
     cases = sorted(set(a) & set(b))
     if not cases:
         return float("nan"), float("nan"), float("nan")
     d = np.asarray([b[c] - a[c] for c in cases], dtype=float)
-    rng = np.random.default_rng(seed)
-    boots = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
-    return float(d.mean()), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
+    ci = bootstrap((d,), np.mean, n_resamples=n_boot, method="percentile",
+                   random_state=np.random.default_rng(seed)).confidence_interval
+    return float(d.mean()), float(ci.low), float(ci.high)
 
 
 def summarize(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -121,12 +123,14 @@ def summarize(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for name, runs in by_variant.items():
         row: dict[str, Any] = {"variant": name, "seeds": len(runs)}
+        paired = ref_dice is not None and name != "seg_only"
+        case_dice = _case_dice(runs[0]["run"]) if paired else {}
         for region in REGIONS:
             vals = [r["metrics"]["segmentation"].get(f"main/{region}", {}).get("dice_mean") for r in runs]
-            row[f"dice_{region}"] = float(np.nanmean([v for v in vals if v is not None])) if any(
-                v is not None for v in vals) else float("nan")
-            if ref_dice is not None and name != "seg_only":
-                mean, lo, hi = paired_difference(ref_dice[region], _case_dice(runs[0]["run"])[region])
+            known = [v for v in vals if v is not None]
+            row[f"dice_{region}"] = float(np.mean(known)) if known else float("nan")
+            if paired:
+                mean, lo, hi = paired_difference(ref_dice[region], case_dice[region])
                 row[f"delta_{region}"] = f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]"
             else:
                 row[f"delta_{region}"] = "-"
@@ -202,10 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"[claims] {variant.name} seed {seed} ({time.time() - start:.0f} s)", file=sys.stderr)
             results.append(run_variant(variant, seed, runs, smoke=args.smoke, extra=extra))
     rows = summarize(results)
-    command = "python -m training.claims" + (" " + " ".join(argv) if argv else " " + " ".join(sys.argv[1:])).rstrip()
+    command = " ".join(["python -m training.claims", *(sys.argv[1:] if argv is None else argv)])
     out.mkdir(parents=True, exist_ok=True)
     recipe = variant_recipe(chosen[0], args.seeds[0], smoke=args.smoke, extra=extra)
-    write_text_atomic(out / "claims.md", render(rows, recipe, command.strip()))
+    write_text_atomic(out / "claims.md", render(rows, recipe, command))
     write_text_atomic(out / "claims.json", json.dumps({"rows": rows, "runs": results}, indent=2, default=float) + "\n")
     print(f"[claims] wrote {out / 'claims.md'} ({time.time() - start:.0f} s)", file=sys.stderr)
     return 0
