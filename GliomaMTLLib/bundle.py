@@ -32,7 +32,7 @@ from GliomaMTLLib.io.atomic import apply_default_permissions
 
 BUNDLE_FORMAT = "gliomamtl-bundle/1"
 REQUIRED_KEYS = ("name", "version", "sequences", "labels", "tasks", "stages", "weights")
-SHIPPED_MODELS_DIR = Path(__file__).resolve().parents[1] / "Resources" / "Models"
+from GliomaMTLLib.paths import SHIPPED_MODELS_DIR  # noqa: E402  (re-exported)
 
 
 class BundleError(ValueError):

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from training.claims import VARIANTS, main, paired_difference, variant_recipe
+from GliomaMTLLib.train.claims import VARIANTS, main, paired_difference, variant_recipe
 
 
 def test_each_variant_changes_only_its_design_choice():

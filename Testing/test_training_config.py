@@ -1,10 +1,10 @@
-"""Recipes: parsing, defaults, dotted overrides and their errors (training.config)."""
+"""Recipes: parsing, defaults, dotted overrides and their errors (GliomaMTLLib.train.config)."""
 
 from __future__ import annotations
 
 import pytest
 
-from training.config import (
+from GliomaMTLLib.train.config import (
     ConfigError,
     available_recipes,
     load_recipe,

@@ -1,7 +1,7 @@
 """DistributedDataParallel: torchrun with 2 CPU processes (gloo) trains the same weights as one process.
 
 Global batch equal on both sides (2 ranks x batch 1 vs 1 process x batch 2): each rank draws its
-slots of the same global batch (training.sampling), DDP averages the gradients, the uncertainty
+slots of the same global batch (GliomaMTLLib.train.sampling), DDP averages the gradients, the uncertainty
 weights of the loss are all-reduced by the trainer, and instance norm keeps samples independent.
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from training.config import load_recipe
-from training.trainer import train
+from GliomaMTLLib.train.config import load_recipe
+from GliomaMTLLib.train.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,7 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
         "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-        "-m", "training.train", "--config", "shi2023", "--smoke", "--quiet", "--out", str(ddp),
+        "-m", "GliomaMTLLib.train.train", "--config", "shi2023", "--smoke", "--quiet", "--out", str(ddp),
         "--set", f"data.cache_dir={cache}", *SETTINGS, "stages.main.batch_size=1",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import torch
 
-from training.config import available_recipes, load_recipe, schedule_plan
-from training.data import load_dataset, prepare
-from training.trainer import RunExistsError, train
+from GliomaMTLLib.train.config import available_recipes, load_recipe, schedule_plan
+from GliomaMTLLib.train.data import load_dataset, prepare
+from GliomaMTLLib.train.trainer import RunExistsError, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -132,7 +132,7 @@ def test_killed_process_resumes_to_the_same_weights(straight_run, cache_dir, tmp
     """A real SIGKILL in the middle of training, then ``--resume`` (the atomic checkpoint survives)."""
     run = tmp_path / "run"
     sets = [f"data.cache_dir={cache_dir}", *RESUME_SETTINGS]
-    cmd = [sys.executable, "-m", "training.train", "--config", "shi2023", "--smoke", "--quiet",
+    cmd = [sys.executable, "-m", "GliomaMTLLib.train.train", "--config", "shi2023", "--smoke", "--quiet",
            "--out", str(run), "--set", *sets]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -214,7 +214,7 @@ def adult_run(cache_dir, tmp_path_factory) -> Path:
 
 
 def test_evaluate_writes_the_papers_tables(adult_run, tmp_path):
-    from training.evaluate import evaluate_run
+    from GliomaMTLLib.train.evaluate import evaluate_run
 
     out = tmp_path / "eval"
     metrics = evaluate_run(adult_run, out)
@@ -246,8 +246,8 @@ def test_evaluate_writes_the_papers_tables(adult_run, tmp_path):
 
 def test_export_writes_a_loadable_bundle_that_reproduces_the_run(adult_run, tmp_path):
     from GliomaMTLLib.bundle import load_bundle
-    from training.evaluate import load_run
-    from training.export import export_run
+    from GliomaMTLLib.train.evaluate import load_run
+    from GliomaMTLLib.train.export import export_run
 
     folder = export_run(adult_run, tmp_path / "gliomamtl_adult_test")
     bundle = load_bundle(folder)
@@ -283,8 +283,8 @@ def test_export_writes_a_loadable_bundle_that_reproduces_the_run(adult_run, tmp_
 
 
 def test_exported_bundle_runs_in_the_predictor_and_evaluates(adult_run, tmp_path):
-    from training.evaluate import evaluate_bundle
-    from training.export import export_run
+    from GliomaMTLLib.train.evaluate import evaluate_bundle
+    from GliomaMTLLib.train.export import export_run
 
     folder = export_run(adult_run, tmp_path / "bundle", evaluate=False)
     metrics = evaluate_bundle(folder, "synth:adult:n=1:seed=42:small", tmp_path / "eval")
@@ -295,7 +295,7 @@ def test_exported_bundle_runs_in_the_predictor_and_evaluates(adult_run, tmp_path
 
 def test_train_command_line_and_progress_events(cache_dir, tmp_path, capsys):
     from GliomaMTLLib.progress import parse_event
-    from training.train import main
+    from GliomaMTLLib.train.train import main
 
     run = tmp_path / "cli"
     assert main(["--config", "huang_dt", "--smoke", "--out", str(run), "--progress-json",
@@ -312,7 +312,7 @@ def test_train_command_line_and_progress_events(cache_dir, tmp_path, capsys):
 
 
 def test_folder_cases_join_clinical_rows_through_the_id_map(tmp_path):
-    from training.data import list_case_specs
+    from GliomaMTLLib.train.data import list_case_specs
 
     root = tmp_path / "brats"
     for i in (1, 2, 3):
@@ -339,7 +339,7 @@ def test_folder_cases_join_clinical_rows_through_the_id_map(tmp_path):
 
 def test_gliomamtl_synth_folder_trains_evaluates_and_the_cli_wires_it(tmp_path, capsys):
     from GliomaMTLLib.cli import main as cli
-    from training.export import export_run
+    from GliomaMTLLib.train.export import export_run
 
     cohort = tmp_path / "cohort"
     assert cli(["synth", "--out", str(cohort), "--n", "4", "--cohort", "pediatric", "--small", "--no-preview",
@@ -364,9 +364,9 @@ def test_gliomamtl_synth_folder_trains_evaluates_and_the_cli_wires_it(tmp_path, 
 
 
 def test_calibration_is_fitted_once_there_are_enough_validation_labels(adult_run):
-    from training.data import prepare as prepare_data
-    from training.evaluate import load_run
-    from training.export import fit_calibration
+    from GliomaMTLLib.train.data import prepare as prepare_data
+    from GliomaMTLLib.train.evaluate import load_run
+    from GliomaMTLLib.train.export import fit_calibration
 
     recipe, runners = load_run(adult_run)
     recipe["export"]["calibration_min_cases"] = 2
@@ -394,8 +394,8 @@ def test_init_from_a_run_copies_its_weights(adult_run, cache_dir, tmp_path):
 
 def test_init_keeps_fresh_tensors_where_the_architecture_changed(adult_run, tmp_path):
     from GliomaMTLLib.nets import build_network
-    from training.checkpoint import load_init_weights, warm_start
-    from training.evaluate import load_run
+    from GliomaMTLLib.train.checkpoint import load_init_weights, warm_start
+    from GliomaMTLLib.train.evaluate import load_run
 
     recipe, _ = load_run(adult_run)
     trained = recipe["stages"]["main"]["network"]
@@ -411,8 +411,8 @@ def test_init_keeps_fresh_tensors_where_the_architecture_changed(adult_run, tmp_
 
 
 def test_init_reads_bundles_and_names_bad_sources(adult_run, tmp_path):
-    from training.checkpoint import load_init_weights, weights_path
-    from training.export import export_run
+    from GliomaMTLLib.train.checkpoint import load_init_weights, weights_path
+    from GliomaMTLLib.train.export import export_run
 
     bundle = export_run(adult_run, tmp_path / "bundle", evaluate=False)
     from_bundle = load_init_weights(bundle, "localizer")

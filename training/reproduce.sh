@@ -29,10 +29,10 @@ for name in "${MODELS[@]}"; do
   if [ ! -f "$run/run.json" ] || ! grep -q '"status": "finished"' "$run/run.json"; then
     echo "== training $name -> $run"
     # shellcheck disable=SC2086
-    "$PY" -m training.train --config "training/configs/$name.yaml" --out "$run" "${resume[@]}" ${TRAIN_ARGS:-}
+    "$PY" -m GliomaMTLLib.train.train --config "training/configs/$name.yaml" --out "$run" "${resume[@]}" ${TRAIN_ARGS:-}
   fi
   echo "== exporting and checking $name"
-  if ! "$PY" -m training.export --run "$run" --out "$RUNS/bundles/$name" --overwrite \
+  if ! "$PY" -m GliomaMTLLib.train.export --run "$run" --out "$RUNS/bundles/$name" --overwrite \
       --check-against "Resources/Models/$name" --tolerance "$TOLERANCE"; then
     status=1
   fi

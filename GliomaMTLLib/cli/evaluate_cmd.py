@@ -13,13 +13,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "bundle (--model, on a folder or synthetic cases, through the inference pipeline). Writes "
         "report.md, CSV tables, metrics.json and roc.png into --out.",
     )
-    from training.evaluate import add_arguments
+    from GliomaMTLLib.train.evaluate import add_arguments
 
     add_arguments(parser)
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from training.evaluate import run_from_args
+    from GliomaMTLLib.train.evaluate import run_from_args
 
     return run_from_args(args)

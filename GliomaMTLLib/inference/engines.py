@@ -38,12 +38,7 @@ def onnx_available() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
 
 
-def cache_dir() -> Path:
-    """Folder of derived artefacts (ONNX exports): ``$GLIOMAMTL_CACHE`` or the user cache folder."""
-    if os.environ.get("GLIOMAMTL_CACHE"):
-        return Path(os.environ["GLIOMAMTL_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "gliomamtl"
+from GliomaMTLLib.paths import cache_dir  # noqa: E402  (re-exported)
 
 
 class TorchRunner:

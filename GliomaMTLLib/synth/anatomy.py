@@ -11,7 +11,7 @@ What is prepared:
   * a sample of brain-surface points, to bound the deformed brain on the output grid.
 
 The 1 mm preparation is cached in-process and, unless disabled, as an ``.npz`` file under
-``$GLIOMAMTL_CACHE_DIR`` (default ``~/.cache/gliomamtl``; set it to ``none`` to disable), which
+``$GLIOMAMTL_CACHE``/anatomy (default: the user cache folder; ``GLIOMAMTL_CACHE=none`` disables it), which
 turns a ~10 s first call into ~0.3 s. Coarser anatomies (``small`` phantoms) are derived from the
 1 mm one by anti-aliased downsampling.
 """
@@ -79,11 +79,10 @@ class Anatomy:
 
 
 def cache_dir() -> Path | None:
-    """Folder of the on-disk anatomy cache, or None when disabled (``GLIOMAMTL_CACHE_DIR=none``)."""
-    value = os.environ.get("GLIOMAMTL_CACHE_DIR", "").strip()
-    if value.lower() in ("none", "off", "0", "false"):
-        return None
-    return Path(value).expanduser() if value else Path.home() / ".cache" / "gliomamtl"
+    """Folder of the on-disk anatomy cache, or None when disabled (``GLIOMAMTL_CACHE=none``)."""
+    from GliomaMTLLib.paths import cache_dir as root, cache_enabled
+
+    return root() / "anatomy" if cache_enabled() else None
 
 
 def _regions(ras: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from GliomaMTLLib.preprocess import crop_around  # the cascade's inference crops with the same helper
-from training.data import PreparedCase
+from GliomaMTLLib.train.data import PreparedCase
 
 
 def sample_rng(seed: int, stage: int, phase: int, iteration: int, slot: int) -> np.random.Generator:
@@ -186,7 +186,7 @@ class Sampler:
     """Draws training batches for one phase of one stage.
 
     Args:
-        cases: the training cases (`training.data.load_dataset`).
+        cases: the training cases (`GliomaMTLLib.train.data.load_dataset`).
         input_conf: the phase's ``input`` settings (mode, size, fg_fraction, jitter_mm).
         augment: an `Augmenter` (or None: no augmentation).
         tasks: genotype task names, in order.

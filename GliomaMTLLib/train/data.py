@@ -36,7 +36,7 @@ import numpy as np
 
 from GliomaMTLLib.io.atomic import atomic_path, write_text_atomic
 from GliomaMTLLib.io.geometry import Geometry
-from training.config import fingerprint
+from GliomaMTLLib.train.config import fingerprint
 
 PREPARE_VERSION = 1
 SPLITS = ("train", "val", "test")

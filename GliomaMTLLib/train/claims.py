@@ -1,7 +1,7 @@
-"""The seed papers' claims, checked on the synthetic cohort: ``python -m training.claims``.
+"""The seed papers' claims, checked on the synthetic cohort: ``python -m GliomaMTLLib.train.claims``.
 
 Trains the ``claims`` recipe (training/configs/claims.yaml) in variants that differ in one design
-choice each, evaluates every variant on the same held-out split with `training.evaluate`, and
+choice each, evaluates every variant on the same held-out split with `GliomaMTLLib.train.evaluate`, and
 writes ``<out>/claims.md`` (the table) and ``<out>/claims.json`` (every number):
 
 - single-task vs multi-task segmentation (papers 000, 001, 004 claim the genotype task helps
@@ -60,7 +60,7 @@ VARIANTS: tuple[Variant, ...] = (
 def variant_recipe(variant: Variant, seed: int, base: str = "claims", smoke: bool = False,
                    extra: Sequence[str] = ()) -> dict[str, Any]:
     """The base recipe with the variant's overrides, the network seed and any ``--set`` extras."""
-    from training.config import load_recipe
+    from GliomaMTLLib.train.config import load_recipe
 
     pairs: list[Any] = [("name", f"claims-{variant.name}"), ("seed", seed), *variant.overrides.items()]
     return load_recipe(base, [*pairs, *extra], smoke=smoke)
@@ -68,8 +68,8 @@ def variant_recipe(variant: Variant, seed: int, base: str = "claims", smoke: boo
 
 def run_variant(variant: Variant, seed: int, runs: Path, smoke: bool = False, extra: Sequence[str] = ()) -> dict[str, Any]:
     """Train (or resume / reuse a finished run) and evaluate one variant; returns its metrics."""
-    from training.evaluate import evaluate_run
-    from training.trainer import train
+    from GliomaMTLLib.train.evaluate import evaluate_run
+    from GliomaMTLLib.train.trainer import train
 
     recipe = variant_recipe(variant, seed, smoke=smoke, extra=extra)
     run_dir = runs / f"{variant.name}-seed{seed}"
@@ -151,7 +151,7 @@ def summarize(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def render(rows: Sequence[dict[str, Any]], recipe: dict[str, Any], command: str) -> str:
     """The markdown report: setup, the table, and what each row tests."""
     from GliomaMTLLib.metrics import markdown_table
-    from training.config import phase_iterations
+    from GliomaMTLLib.train.config import phase_iterations
 
     data = recipe["data"]
     net = recipe["stages"]["main"]["network"]
@@ -191,7 +191,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     from GliomaMTLLib.io.atomic import write_text_atomic
 
-    parser = argparse.ArgumentParser(prog="python -m training.claims", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m GliomaMTLLib.train.claims", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
     extra = [item for group in args.overrides for item in group]
@@ -206,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"[claims] {variant.name} seed {seed} ({time.time() - start:.0f} s)", file=sys.stderr)
             results.append(run_variant(variant, seed, runs, smoke=args.smoke, extra=extra))
     rows = summarize(results)
-    command = " ".join(["python -m training.claims", *(sys.argv[1:] if argv is None else argv)])
+    command = " ".join(["python -m GliomaMTLLib.train.claims", *(sys.argv[1:] if argv is None else argv)])
     out.mkdir(parents=True, exist_ok=True)
     recipe = variant_recipe(chosen[0], args.seeds[0], smoke=args.smoke, extra=extra)
     write_text_atomic(out / "claims.md", render(rows, recipe, command))

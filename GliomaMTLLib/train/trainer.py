@@ -3,13 +3,13 @@
 One run folder (``runs/<name>``) holds::
 
     recipe.yaml          the resolved recipe (every default filled in)
-    checkpoint.pt        the latest resumable state (atomic; see training.checkpoint)
+    checkpoint.pt        the latest resumable state (atomic; see GliomaMTLLib.train.checkpoint)
     train_log.jsonl      one JSON object per logged iteration (losses, lr, time)
     weights/<stage>.safetensors   each finished stage's network
     run.json             status, iterations, time, hardware (updated at each checkpoint)
 
 Multi-GPU / multi-node: launch the same command under ``torchrun`` (``--nproc_per_node``,
-``--nnodes``, ...). Each rank draws its own slots of the global batch (training.sampling), DDP
+``--nnodes``, ...). Each rank draws its own slots of the global batch (GliomaMTLLib.train.sampling), DDP
 averages the gradients (NCCL on GPUs, Gloo on CPUs), and only rank 0 writes files.
 """
 
@@ -31,10 +31,10 @@ import torch
 import torch.distributed as dist
 
 from GliomaMTLLib.io.atomic import write_text_atomic
-from training import checkpoint as ckpt
-from training.config import ConfigError, dump_recipe, fingerprint, phase_iterations, phase_loss_config, schedule_plan
-from training.data import load_dataset, prepare
-from training.sampling import Augmenter, Sampler, to_device
+from GliomaMTLLib.train import checkpoint as ckpt
+from GliomaMTLLib.train.config import ConfigError, dump_recipe, fingerprint, phase_iterations, phase_loss_config, schedule_plan
+from GliomaMTLLib.train.data import load_dataset, prepare
+from GliomaMTLLib.train.sampling import Augmenter, Sampler, to_device
 
 # Recipe sections that may differ when a run is resumed (how it runs, not what it trains).
 _RESUMABLE_CHANGES = ("train",)
@@ -196,7 +196,7 @@ class Trainer:
     """Train every stage of a recipe into a run folder.
 
     Args:
-        recipe: a normalized recipe (`training.config.load_recipe`).
+        recipe: a normalized recipe (`GliomaMTLLib.train.config.load_recipe`).
         run_dir: the run folder.
         resume: continue from ``run_dir/checkpoint.pt`` (the recipe must match the saved one
             except for the ``train`` section).
@@ -274,7 +274,7 @@ class Trainer:
         if self.resume:
             state = ckpt.load_checkpoint(self.run_dir)
             if recipe_path.is_file():
-                from training.config import load_recipe
+                from GliomaMTLLib.train.config import load_recipe
 
                 saved = load_recipe(self.run_dir / "recipe.yaml")
                 diff = _diff_keys(_comparable(saved), _comparable(self.recipe))

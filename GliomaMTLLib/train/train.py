@@ -1,12 +1,12 @@
-"""Train a recipe: ``python -m training.train --config training/configs/<recipe>.yaml [--out runs/<name>] [--resume]``.
+"""Train a recipe: ``python -m GliomaMTLLib.train.train --config training/configs/<recipe>.yaml [--out runs/<name>] [--resume]``.
 
 The same code runs as ``gliomamtl train`` and under ``torchrun`` for several GPUs or nodes::
 
-    torchrun --nproc_per_node=4 -m training.train --config training/configs/gliomamtl_adult.yaml
+    torchrun --nproc_per_node=4 -m GliomaMTLLib.train.train --config training/configs/gliomamtl_adult.yaml
 
 Stages: prepare (cached preprocessed arrays) -> train (checkpoints, train_log.jsonl) ->
-evaluate (``python -m training.evaluate --run runs/<name>``) -> export
-(``python -m training.export --run runs/<name> --out Resources/Models/<name>``).
+evaluate (``python -m GliomaMTLLib.train.evaluate --run runs/<name>``) -> export
+(``python -m GliomaMTLLib.train.export --run runs/<name> --out Resources/Models/<name>``).
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from training.config import load_recipe
-    from training.data import prepare
-    from training.trainer import train
+    from GliomaMTLLib.train.config import load_recipe
+    from GliomaMTLLib.train.data import prepare
+    from GliomaMTLLib.train.trainer import train
 
     overrides = [item for group in args.overrides for item in group]
     recipe = load_recipe(args.config, overrides, smoke=args.smoke)
@@ -60,7 +60,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             return 0
         info = train(recipe, run_dir, resume=args.resume, reporter=reporter, quiet=args.quiet or args.progress_json)
         if args.evaluate and info["status"] == "finished" and is_main:
-            from training.evaluate import evaluate_run
+            from GliomaMTLLib.train.evaluate import evaluate_run
 
             evaluate_run(run_dir)
         if reporter is None and is_main:
@@ -73,7 +73,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.train", description="Train a GliomaMTL recipe.")
+    parser = argparse.ArgumentParser(prog="python -m GliomaMTLLib.train.train", description="Train a GliomaMTL recipe.")
     add_arguments(parser)
     return run_from_args(parser.parse_args(argv))
 

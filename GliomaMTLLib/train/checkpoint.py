@@ -4,7 +4,7 @@
 killed run needs to continue exactly where it stopped: model, loss (learnable task weights),
 optimizer, scheduler and GradScaler states, the torch / numpy / python RNG states, and the
 position (stage, phase, iteration). The training samples need no stored state: they are a
-function of (seed, stage, phase, iteration, slot), see `training.sampling`.
+function of (seed, stage, phase, iteration, slot), see `GliomaMTLLib.train.sampling`.
 
 It is a ``torch.save`` file (optimizer states are nested dicts of tensors) read back with
 ``weights_only=True``, so loading never runs pickled code. The weights that leave the run

@@ -30,7 +30,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+from GliomaMTLLib.paths import recipes_dir
 
 
 class ConfigError(ValueError):
@@ -529,14 +529,14 @@ def resolve_recipe_path(name_or_path: str | Path) -> Path:
     candidate = Path(name_or_path)
     if candidate.is_file():
         return candidate
-    for option in (CONFIG_DIR / candidate.name, CONFIG_DIR / f"{candidate.name}.yaml"):
+    for option in (recipes_dir() / candidate.name, recipes_dir() / f"{candidate.name}.yaml"):
         if option.is_file():
             return option
     raise ConfigError(f"recipe {str(name_or_path)!r} not found; available recipes: {available_recipes()}")
 
 
 def available_recipes() -> list[str]:
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if not p.stem.startswith("_"))
+    return sorted(p.stem for p in recipes_dir().glob("*.yaml") if not p.stem.startswith("_"))
 
 
 def _load_raw(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Time a recipe's training iterations on this machine and project the full run's duration.
 
-``python -m training.benchmark --config gliomamtl_adult [--iterations 4] [--set KEY=VALUE ...]``
+``python -m GliomaMTLLib.train.benchmark --config gliomamtl_adult [--iterations 4] [--set KEY=VALUE ...]``
 
 Runs the real trainer (sampling, augmentation, forward, backward, optimizer step) for a few
 iterations of every phase on 2 freshly made training cases, then prints seconds per iteration
@@ -21,10 +21,10 @@ from typing import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from training.config import load_recipe, schedule_plan
-    from training.trainer import train
+    from GliomaMTLLib.train.config import load_recipe, schedule_plan
+    from GliomaMTLLib.train.trainer import train
 
-    parser = argparse.ArgumentParser(prog="python -m training.benchmark", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m GliomaMTLLib.train.benchmark", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="recipe name or YAML")
     parser.add_argument("--iterations", type=int, default=4, help="timed iterations per phase (plus one warm-up)")
     parser.add_argument("--set", dest="overrides", nargs="+", action="append", default=[], metavar="KEY=VALUE")

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from GliomaMTLLib.io.atomic import write_text_atomic
-from training.data import PreparedCase, load_dataset, prepare
+from GliomaMTLLib.train.data import PreparedCase, load_dataset, prepare
 
 REGION_METRICS = ("dice", "hd95", "sensitivity", "specificity")
 
@@ -198,8 +198,8 @@ class CaseResult:
 def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> tuple[dict[str, Any], dict[str, StageRunner]]:
     """The resolved recipe of a run and a runner per trained stage."""
     from GliomaMTLLib.nets import build_network
-    from training.checkpoint import load_stage_weights
-    from training.config import load_recipe
+    from GliomaMTLLib.train.checkpoint import load_stage_weights
+    from GliomaMTLLib.train.config import load_recipe
 
     run_dir = Path(run_dir)
     if not (run_dir / "recipe.yaml").is_file():
@@ -589,7 +589,7 @@ def parse_data_spec(spec: str) -> dict[str, Any]:
 def iter_cases(data: Mapping[str, Any], sequences: Sequence[str], clinical_csv: str | None = None):
     """The raw `Case` objects of a data description (labels and clinical data attached)."""
     if data["source"] == "synth":
-        from training.data import synth_case
+        from GliomaMTLLib.train.data import synth_case
 
         for i in range(int(data["n"])):
             seed = int(data["seed"]) + i
@@ -707,7 +707,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m GliomaMTLLib.train.evaluate", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
     return run_from_args(args)

@@ -1,6 +1,6 @@
-"""Prepare stage alone: ``python -m training.prepare --config <recipe> [--out runs/<name>] [--set ...]``.
+"""Prepare stage alone: ``python -m GliomaMTLLib.train.prepare --config <recipe> [--out runs/<name>] [--set ...]``.
 
-Writes the preprocessed arrays of every stage of the recipe into the cache (see training.data)
+Writes the preprocessed arrays of every stage of the recipe into the cache (see GliomaMTLLib.train.data)
 and prints where they are; a second call with the same preprocessing reuses them.
 """
 
@@ -11,7 +11,7 @@ from typing import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from training.train import main as train_main
+    from GliomaMTLLib.train.train import main as train_main
 
     return train_main([*(argv if argv is not None else sys.argv[1:]), "--prepare-only"])
 

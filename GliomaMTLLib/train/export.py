@@ -1,6 +1,6 @@
 """Export a finished run as a model bundle (``model.json`` + ``model.safetensors`` + ``card.md``).
 
-``python -m training.export --run runs/<name> --out Resources/Models/<name>``
+``python -m GliomaMTLLib.train.export --run runs/<name> --out Resources/Models/<name>``
 
 - the networks of every stage, under ``<stage>.<parameter>`` (`GliomaMTLLib.bundle.save_bundle`)
 - ``stages``: network (NetConfig), preprocess (PreprocessConfig), ``mode`` (whole / crop /
@@ -8,7 +8,7 @@
   ``crop_size`` (the window `GliomaMTLLib.inference.Predictor` runs it on) and ``overlap``
 - ``calibration``: a temperature per genotype task fitted on the validation split
   (`GliomaMTLLib.metrics.fit_temperature`); probabilities shown to users are softmax(logits / T)
-- ``metrics``: the held-out (test split) evaluation of the run (training.evaluate)
+- ``metrics``: the held-out (test split) evaluation of the run (GliomaMTLLib.train.evaluate)
 - ``training``: recipe, data, iterations, time, hardware
 - ``card.md`` from ``training/card_template.md``
 """
@@ -24,8 +24,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from training.evaluate import eval_mode, evaluate_run, load_run, predict_prepared
-from training.data import prepare
+from GliomaMTLLib.train.evaluate import eval_mode, evaluate_run, load_run, predict_prepared
+from GliomaMTLLib.train.data import prepare
 
 CARD_TEMPLATE = Path(__file__).resolve().parent / "card_template.md"
 
@@ -150,7 +150,7 @@ def export_run(run_dir: str | Path, out: str | Path, overwrite: bool = False, ev
                max_eval_cases: int | None = None) -> Path:
     """Write the bundle of a finished run; returns its folder."""
     from GliomaMTLLib.bundle import save_bundle
-    from training.checkpoint import load_stage_weights
+    from GliomaMTLLib.train.checkpoint import load_stage_weights
 
     run_dir = Path(run_dir)
     recipe, runners = load_run(run_dir)
@@ -212,7 +212,7 @@ def compare_metrics(new: Mapping[str, Any], reference: Mapping[str, Any], tolera
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.export", description="Export a finished run as a model bundle.")
+    parser = argparse.ArgumentParser(prog="python -m GliomaMTLLib.train.export", description="Export a finished run as a model bundle.")
     parser.add_argument("--run", required=True, help="the run folder (runs/<name>)")
     parser.add_argument("--out", required=True, help="bundle folder to write (e.g. Resources/Models/<name>)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle")

@@ -1,1 +1,0 @@
-"""Training recipes, trainer, evaluation and the reproduction of the shipped weights."""
