@@ -63,7 +63,9 @@ def available_models() -> list[str]:
 
 
 def resolve_bundle(name_or_path: str | os.PathLike) -> Path:
-    """Folder of a bundle given its folder path or its name on the search path.
+    """Folder of a bundle given its folder path, a version (``name@version`` or a fine-tuned
+    version in the model registry, see `GliomaMTLLib.finetune.registry`) or its name: the name's
+    active version in the registry, else the bundle of that name on the search path.
 
     Raises:
         BundleError: naming what was looked for and what is available.
@@ -71,6 +73,14 @@ def resolve_bundle(name_or_path: str | os.PathLike) -> Path:
     candidate = Path(name_or_path)
     if (candidate / "model.json").is_file():
         return candidate
+    from GliomaMTLLib.finetune.registry import RegistryError, resolve_registered
+
+    try:
+        registered = resolve_registered(str(name_or_path))
+    except RegistryError as exc:
+        raise BundleError(str(exc)) from exc
+    if registered is not None:
+        return registered
     for root in model_search_path():
         if (root / str(name_or_path) / "model.json").is_file():
             return root / str(name_or_path)

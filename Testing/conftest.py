@@ -1,7 +1,29 @@
 """Shared pytest fixtures."""
 
+import os
+
 import pytest
 import torch
+
+#: Environment variables naming the folders GliomaMTL writes to (see GliomaMTLLib.paths).
+_USER_FOLDERS = ("GLIOMAMTL_CACHE", "GLIOMAMTL_DATA")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def user_folders_in_tmp(tmp_path_factory):
+    """The suite writes its caches (ONNX exports, anatomy) and user data (corrections, registry)
+    under the session's temporary folder, never into the user's home; previous values come back
+    afterwards."""
+    base = tmp_path_factory.mktemp("gliomamtl_home")
+    before = {name: os.environ.get(name) for name in _USER_FOLDERS}
+    os.environ["GLIOMAMTL_CACHE"] = str(base / "cache")
+    os.environ["GLIOMAMTL_DATA"] = str(base / "data")
+    yield base
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="module")

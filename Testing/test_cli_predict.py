@@ -149,6 +149,11 @@ def test_case_and_cohort_are_exclusive(bundle_dir, tmp_path, capsys):
     assert main(["predict", str(tmp_path), "--cohort", str(tmp_path), "--out", str(tmp_path)]) == 1
 
 
+def case_dirs_id(out) -> str:
+    (case_dir,) = list((out / "input").iterdir())
+    return case_dir.name
+
+
 def test_demo_runs_end_to_end(bundle_dir, tmp_path, capsys, monkeypatch):
     pytest.importorskip("nilearn")
     import GliomaMTLLib.synth as synth
@@ -159,7 +164,11 @@ def test_demo_runs_end_to_end(bundle_dir, tmp_path, capsys, monkeypatch):
     assert main(["demo", "--out", str(out), "--model", str(bundle_dir), "--device", "cpu", "--seed", "2"]) == 0
     printed = capsys.readouterr().out
     assert "comparison with the synthetic ground truth" in printed and "Dice" in printed
-    assert "explanations: not available yet" in printed
+    assert "demo: integrated gradients of" in printed
+    explained = json.loads((out / "explain" / "explain.json").read_text())
+    assert explained["steps"] >= 1 and explained["case_id"] == case_dirs_id(out)
+    assert (out / "explain" / "explain.png").is_file()
+    assert any(p.name.endswith(".nii.gz") and "_ig_" in p.name for p in (out / "explain").iterdir())
     case_dirs = list((out / "input").iterdir())
     assert len(case_dirs) == 1 and any(p.name.endswith("-t2f.nii.gz") for p in case_dirs[0].iterdir())
     assert (out / "prediction" / "report.json").is_file()

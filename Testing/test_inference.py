@@ -309,6 +309,75 @@ def test_missing_sequence_is_a_clear_error(bundle, tmp_path):
         predictor.predict_files(folder)
 
 
+def test_optional_sequences_may_be_missing_and_are_filled_as_sequence_dropout(tmp_path):
+    bundle = tiny_bundle(tmp_path / "b", main_spacing=None, required_sequences=["t2f"])
+    predictor = stub_predictor(bundle)
+    assert predictor.required_sequences == ("t2f",) and predictor.optional_sequences == ("t1n", "t1c", "t2w")
+    case, blob = blob_case(GEOMETRIES["lps"], sequences=("t1c", "t2f"))
+    prediction = predictor.predict(case)
+    # the stub labels where the last channel (t2f) is bright: the blob is found without t1n and t2w
+    assert np.array_equal(prediction.labels == 1, blob)
+    missing = [w for w in prediction.warnings if w.startswith("missing sequence")]
+    assert len(missing) == 1 and "t1n (T1)" in missing[0] and "t2w (T2)" in missing[0] and "t1c" not in missing[0]
+    # the absent channels reach the network as zeros (z-score space), as sequence dropout trains them
+    seen = []
+    predictor.networks["main"].forward = lambda x, **kw: (seen.append(x.clone()), IntensityNet.forward(
+        predictor.networks["main"], x, **kw))[1]
+    predictor.predict(case)
+    assert seen and all(float(x[:, [0, 2]].abs().max()) == 0.0 for x in seen)
+    assert all(float(x[:, 1].abs().max()) > 0.0 for x in seen)
+    # the same files from a folder: read without complaint
+    folder = tmp_path / "case"
+    write_case(case, folder, layout="brats2023", prefix="BraTS-GLI-00002-000")
+    assert np.array_equal(predictor.predict_files(folder).labels == 1, blob)
+
+
+def test_a_missing_required_sequence_is_a_clear_error_naming_it(tmp_path):
+    bundle = tiny_bundle(tmp_path / "b", main_spacing=None, required_sequences=["t1c", "t2f"])
+    case, _ = blob_case(GEOMETRIES["lps"], sequences=("t1n", "t2f"))
+    with pytest.raises(MissingSequenceError, match=r"needs sequence\(s\) \['t1c'\].*only t1n, t2w may be missing"):
+        stub_predictor(bundle).predict(case)
+
+
+def test_sequence_roles_must_split_the_input_channels(tmp_path):
+    bundle = tiny_bundle(tmp_path / "b", main_spacing=None)
+    bundle.meta["required_sequences"] = ["t2f", "flair"]
+    with pytest.raises(BundleError, match="must split the input sequences"):
+        stub_predictor(bundle)
+    bundle.meta["required_sequences"] = []
+    with pytest.raises(BundleError, match="at least one required"):
+        stub_predictor(bundle)
+
+
+def test_region_probabilities_are_held_in_the_window_box_only(bundle):
+    case = phantom_case(GEOMETRIES["lps"])
+    prediction = Predictor(bundle, device="cpu", engine="torch").predict(case)
+    probs = prediction.probabilities
+    stored = sum(v.size for v in probs._values.values())
+    assert stored < 3 * int(np.prod(case.geometry.shape))  # the box, not the whole grid per region
+    full = probs["WT"]
+    assert full.shape == case.geometry.shape and full.dtype == np.float32
+    outside = np.ones(case.geometry.shape, dtype=bool)
+    outside[probs.slices] = False
+    assert not full[outside].any()
+    assert dict(probs).keys() == {"WT", "TC", "ET"}
+
+
+def test_test_time_flips_average_four_passes_and_follow_the_model_default(tmp_path):
+    bundle = tiny_bundle(tmp_path / "b", main_spacing=None)
+    case, blob = blob_case(GEOMETRIES["lps"])
+    plain = stub_predictor(bundle)
+    assert plain.tta is False  # off unless model.json says otherwise
+    flipped = stub_predictor(bundle, tta=True)
+    a, b = plain.predict(case), flipped.predict(case)
+    # the stub is mirror-symmetric (it thresholds intensities): the flips change nothing but the cost
+    assert np.array_equal(a.labels, b.labels) and np.array_equal(b.labels == 1, blob)
+    assert len(flipped.networks["main"].calls) == 4 * len(plain.networks["main"].calls)
+    assert a.genotype == b.genotype  # the genotype reads the unflipped pass only
+    bundle.meta["tta"] = True
+    assert stub_predictor(bundle).tta is True and stub_predictor(bundle, tta=False).tta is False
+
+
 def test_corrupt_weights_are_a_clear_error_naming_the_file(tmp_path):
     bundle = tiny_bundle(tmp_path / "b")
     weights = bundle.weights_path

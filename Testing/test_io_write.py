@@ -207,9 +207,10 @@ def _failing_write(image, path, *args, **kwargs):  # noqa: ANN001
 def test_failed_write_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sitk, "WriteImage", _failing_write)
     geometry = GEOMETRIES["oblique"]
-    with pytest.raises(RuntimeError, match="disk full"):
+    with pytest.raises(OSError, match="writing the image failed.*disk full") as info:
         write_labels(tmp_path / "seg.nii.gz", sample_labels(), geometry)
-    with pytest.raises(RuntimeError, match="disk full"):
+    assert info.value.filename == str(tmp_path / "seg.nii.gz")  # the final name, not the temporary one
+    with pytest.raises(OSError, match="disk full"):
         write_volume(tmp_path / "prob.nii.gz", np.zeros(SHAPE), geometry)
     assert list(tmp_path.iterdir()) == []  # neither the final name nor a temporary file
 
@@ -219,7 +220,7 @@ def test_failed_write_keeps_existing_file(tmp_path: Path, monkeypatch: pytest.Mo
     target = write_labels(tmp_path / "seg.nii.gz", sample_labels(), geometry)
     before = target.read_bytes()
     monkeypatch.setattr(sitk, "WriteImage", _failing_write)
-    with pytest.raises(RuntimeError, match="disk full"):
+    with pytest.raises(OSError, match="disk full"):
         write_labels(target, np.zeros(SHAPE, np.uint8), geometry)
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["seg.nii.gz"]
@@ -231,7 +232,7 @@ def test_failed_write_case_keeps_previous_files(tmp_path: Path, monkeypatch: pyt
     written = write_case(case, tmp_path)
     contents = {k: p.read_bytes() for k, p in written.items()}
     monkeypatch.setattr(sitk, "WriteImage", _failing_write)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(OSError):
         write_case(sample_case(geometry), tmp_path)
     assert {k: p.read_bytes() for k, p in written.items()} == contents
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written.values())

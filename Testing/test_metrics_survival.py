@@ -90,3 +90,61 @@ def test_cox_small_dimension_and_errors():
         fit_cox(x, t, np.zeros(80, int))
     with pytest.raises(ValueError, match="shape"):
         model.risk(np.zeros((4, 5)))
+
+
+def test_who_subtype_names():
+    from GliomaMTLLib.metrics.survival import WHO_SUBTYPES, who_subtype
+
+    assert who_subtype("wildtype", "codeleted") == WHO_SUBTYPES[0]  # codeletion counts only in IDH-mutant
+    assert who_subtype("mutant", "intact") == "IDH-mutant 1p/19q-intact"
+    assert who_subtype("mutant", "codeleted") == "IDH-mutant 1p/19q-codeleted"
+    assert who_subtype("uncertain", "intact") is None and who_subtype("mutant", None) is None
+
+
+def test_survival_by_subtype_and_kaplan_meier_png(tmp_path):
+    from GliomaMTLLib.metrics.survival import plot_kaplan_meier, survival_by_subtype
+
+    rng = np.random.default_rng(0)
+    n = 120
+    group = rng.integers(0, 3, n)
+    x = np.stack([group + 0.3 * rng.normal(size=n), rng.normal(size=n)], 1)
+    t = rng.exponential(1000.0 / np.exp(-1.2 * group))  # higher group = longer survival
+    e = (rng.random(n) < 0.8).astype(int)
+    names = np.array(["IDH-wildtype", "IDH-mutant 1p/19q-intact", "IDH-mutant 1p/19q-codeleted"])[group]
+    out = survival_by_subtype(x[:80], t[:80], e[:80], x[80:], t[80:], e[80:], list(names[80:]))
+    rows = out["by_subtype"]
+    assert set(rows) == {*names[80:], "all"} and rows["all"]["n"] == 40
+    assert rows["all"]["c_index"] > 0.6  # the features order the subtypes' survival
+    png = plot_kaplan_meier(t, e, list(names) + [], str(tmp_path / "km.png"))
+    assert (tmp_path / "km.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.endswith("km.png")
+    with pytest.raises(ValueError, match="no case has a group"):
+        plot_kaplan_meier(t, e, [None] * n, str(tmp_path / "none.png"))
+
+
+def test_crossval_cox_risk_and_evaluate_rows(tmp_path):
+    from types import SimpleNamespace
+
+    from GliomaMTLLib.genotype.evaluation import FEATURES_KEY, genotype_survival_rows
+    from GliomaMTLLib.metrics.survival import crossval_cox_risk
+
+    rng = np.random.default_rng(3)
+    n = 60
+    wildtype = rng.random(n) < 0.6
+    x = np.stack([wildtype + 0.3 * rng.normal(size=n), rng.normal(size=n)], 1)
+    t = rng.exponential(np.where(wildtype, 400.0, 3000.0))
+    e = np.ones(n, int)
+    risk = crossval_cox_risk(x, t, e)
+    assert risk.shape == (n,) and concordance(risk, t, e) > 0.65
+    with pytest.raises(ValueError, match="at least 10 cases"):
+        crossval_cox_risk(x[:8], t[:8], e[:8])
+    tasks = {"idh": ("wildtype", "mutant"), "codel_1p19q": ("intact", "codeleted")}
+    results = [SimpleNamespace(embedding={FEATURES_KEY: x[i]}, survival_days=float(t[i]), event=1,
+                               genotype_true={"idh": 0 if wildtype[i] else 1, "codel_1p19q": 0},
+                               genotype_logits={"idh": np.log([0.8, 0.2]) if wildtype[i] else np.log([0.2, 0.8]),
+                                                "codel_1p19q": np.log([0.9, 0.1])})
+               for i in range(n)]
+    rows = genotype_survival_rows(results, tasks, tmp_path)
+    names = [r["model"] for r in rows]
+    assert any(m.endswith("IDH-wildtype") for m in names) and any(m.endswith("all cases") for m in names)
+    assert (tmp_path / "km.png").exists()
+    assert genotype_survival_rows([SimpleNamespace(embedding={}, survival_days=1.0, event=1)], tasks, tmp_path) == []

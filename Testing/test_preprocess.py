@@ -23,6 +23,7 @@ from GliomaMTLLib.preprocess import (
     preprocess_label,
     reorientation_for,
     resampled_geometry,
+    to_input_box,
     to_input_grid,
     uncrop,
     zscore,
@@ -150,6 +151,38 @@ def test_labels_from_probabilities_take_the_argmax_after_interpolation() -> None
     assert 0 < labels.sum() < case.label.size
     # Input voxels farther than one voxel from the crop are background: all probabilities are 0 there.
     assert labels[0].sum() == 0 and scalar[:, 0].max() == 0
+
+
+@pytest.mark.parametrize("direction, spacing", [(IDENTITY, None), (RAS, None), (RAS, (2.0, 1.5, 2.5))])
+def test_to_input_box_is_to_input_grid_inside_its_box_and_fill_outside(direction, spacing) -> None:
+    case = make_case(direction=direction)
+    pre = preprocess(case, config=PreprocessConfig(spacing=spacing))
+    rng = np.random.default_rng(1)
+    volume = rng.uniform(0, 1, (2,) + pre.brain_mask.shape).astype(np.float32)
+    full = to_input_grid(volume, pre.record, kind="scalar", fill=0.0)
+    values, slices = to_input_box(volume, pre.record, kind="scalar", fill=0.0)
+    assert values.shape == full[(slice(None), *slices)].shape
+    np.testing.assert_allclose(values, full[(slice(None), *slices)], atol=1e-6)
+    outside = np.ones(full.shape[1:], bool)
+    outside[slices] = False
+    assert not full[:, outside].any()
+    if spacing is None:  # no interpolation: exactly the brain box
+        assert values.shape[1:] == pre.brain_mask.shape and values[0].size < full[0].size
+
+
+def test_missing_sequences_can_be_filled_with_zeros_as_sequence_dropout() -> None:
+    case = make_case(direction=RAS)
+    full = preprocess(case, ("t1n", "t2f"), PreprocessConfig(spacing=(2.0, 2.0, 2.0)))
+    del case.images["t1n"]
+    with pytest.raises(KeyError, match=r"lacks required sequence\(s\) \['t1n'\]"):
+        preprocess(case, ("t1n", "t2f"), PreprocessConfig(spacing=(2.0, 2.0, 2.0)))
+    part = preprocess(case, ("t1n", "t2f"), PreprocessConfig(spacing=(2.0, 2.0, 2.0)), fill_missing=("t1n",))
+    assert part.image.shape == full.image.shape and part.sequences == ("t1n", "t2f")
+    assert not part.image[0].any()  # zeros in z-score space, what training's sequence dropout feeds
+    np.testing.assert_allclose(part.image[1], full.image[1], atol=1e-6)  # same brain from the sequence present
+    assert part.record == full.record
+    with pytest.raises(KeyError, match="lacks"):  # at least one sequence must be present
+        preprocess(case, ("t1n",), fill_missing=("t1n",))
 
 
 def test_to_input_grid_of_integers_as_scalar_gives_float32() -> None:

@@ -254,7 +254,8 @@ def test_idh_wildtype_enhances_more(adult):
     wt = [et_fraction(r) for r in adult if r.case.genotype["idh"] == "wildtype"]
     mut = [et_fraction(r) for r in adult if r.case.genotype["idh"] == "mutant"]
     assert len(wt) == 10 and len(mut) == 10
-    assert np.mean(wt) > 2 * np.mean(mut)
+    # medians: one or two ring-enhancing IDH-mutant cases (8-14% of them) must not decide it
+    assert np.median(wt) > 2 * np.median(mut)
     # Informative, not deterministic: some mutant enhances or some wildtype does not.
     assert max(mut) > 0 or min(wt) == 0
 

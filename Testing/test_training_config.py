@@ -133,3 +133,27 @@ def test_engine_checks_network_preprocess_and_loss_values():
         load_recipe("shi2023", ["stages.main.loss.segg=dice"])
     with pytest.raises(ConfigError, match=r"labels .* do not match"):
         load_recipe("sgpnet", ['labels={"1": a, "2": b}'])
+
+
+def test_shipped_recipes_of_issue_11():
+    """Adult 0.3.0 / pediatric 0.2.0 on generator-2 phantoms, >= 100 held-out adult phantoms,
+    every sequence subset of the card trained, and a seg-only baseline of the same architecture."""
+    from GliomaMTLLib.train.data import stage_cache_dir
+
+    adult = load_recipe("gliomamtl_adult")
+    assert adult["export"]["version"] == "0.3.0" and adult["data"]["n_test"] >= 100
+    assert adult["export"]["required_sequences"] == ["t2f"]  # the one sequence every trained subset has
+    for stage in adult["stages"].values():
+        subsets = {tuple(s) for s in stage["augment"]["sequence_subsets"]}
+        assert {("t1c", "t2f"), ("t2w", "t2f"), ("t2f",)} <= subsets
+        assert 0 < stage["augment"]["sequence_subset_prob"] < 1  # all four sequences stay the common case
+    assert sum(n for *_, n in schedule_plan(adult)) >= 5000
+    assert load_recipe("gliomamtl_pediatric")["export"]["version"] == "0.2.0"
+    base = load_recipe("gliomamtl_adult_segonly")
+    assert base["tasks"] == {} and base["stages"]["main"]["network"]["tasks"] == {}
+    assert base["stages"]["main"]["network"]["features"] == adult["stages"]["main"]["network"]["features"]
+    assert [p["genotype"] for p in base["stages"]["main"]["phases"]] == [False]
+    same = sum(n for s, _, _, n in schedule_plan(base) if s == "main")
+    assert same == sum(n for s, _, _, n in schedule_plan(adult) if s == "main")
+    for stage in ("localizer", "main"):  # shares the prepared phantoms
+        assert stage_cache_dir(base, stage, "runs/x") == stage_cache_dir(adult, stage, "runs/x")

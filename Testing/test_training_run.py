@@ -224,7 +224,9 @@ def test_evaluate_writes_the_papers_tables(adult_run, tmp_path):
     with open(out / "segmentation.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert {"stage", "region", "n", "dice_mean", "hd95_median", "sensitivity_mean", "specificity_mean"} <= set(rows[0])
-    assert [(r["stage"], r["region"]) for r in rows] == [("main", "WT"), ("main", "TC"), ("main", "ET"), ("localizer", "WT")]
+    # scored on the input grid of each case, through the Predictor: the cascade's result, no stage on its own
+    assert [(r["stage"], r["region"]) for r in rows] == [("main", "WT"), ("main", "TC"), ("main", "ET")]
+    assert metrics["info"]["inference"] == "GliomaMTLLib.inference.Predictor"
     for row in rows:
         for key in ("dice_mean", "sensitivity_mean", "specificity_mean"):
             if row[key] not in ("", "nan"):
@@ -271,12 +273,14 @@ def test_export_writes_a_loadable_bundle_that_reproduces_the_run(adult_run, tmp_
     assert "synthetic data only" in card and "not for clinical use" in card.lower() and "main/WT" in card
     assert "`idh`: temperature left at 1 (not fitted: 2 known validation labels" in card
     # the bundle's networks are the run's networks
-    _, runners = load_run(adult_run)
-    nets = bundle.build_networks()
+    _, run = load_run(adult_run)
+    run_nets, nets = run.build_networks(), bundle.build_networks()
+    # recipe export.required_sequences: [t2f] (trained with sequence subsets): the rest optional
+    assert meta["required_sequences"] == ["t2f"] and meta["optional_sequences"] == ["t1n", "t1c", "t2w"]
     x = torch.randn(1, 4, 32, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        for stage, runner in runners.items():
-            a, b = runner.net(x), nets[stage](x)
+        for stage, net in run_nets.items():
+            a, b = net(x), nets[stage](x)
             assert torch.equal(a["seg"], b["seg"])
             for task in a["genotype"]:
                 assert torch.equal(a["genotype"][task], b["genotype"][task])
@@ -364,13 +368,12 @@ def test_gliomamtl_synth_folder_trains_evaluates_and_the_cli_wires_it(tmp_path, 
 
 
 def test_calibration_is_fitted_once_there_are_enough_validation_labels(adult_run):
-    from GliomaMTLLib.train.data import prepare as prepare_data
-    from GliomaMTLLib.train.evaluate import load_run
+    from GliomaMTLLib.train.evaluate import load_run, run_predictor
     from GliomaMTLLib.train.export import fit_calibration
 
-    recipe, runners = load_run(adult_run)
+    recipe, run = load_run(adult_run)
     recipe["export"]["calibration_min_cases"] = 2
-    temps, fit = fit_calibration(recipe, runners, prepare_data(recipe, adult_run).folders)
+    temps, fit = fit_calibration(recipe, run_predictor(run))
     assert set(temps) == {"idh", "codel_1p19q"}
     for task in temps:
         assert fit[task]["fitted"] is True and fit[task]["known_cases"] == 2

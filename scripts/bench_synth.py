@@ -74,9 +74,11 @@ def bench(args: argparse.Namespace) -> None:
 
 
 def stats(args: argparse.Namespace) -> None:
+    from GliomaMTLLib.synth.distractors import DISTRACTOR_CLASSES
     from GliomaMTLLib.synth.generator import synthesize
 
     per_case = []
+    vent_ml = []
     cues = {"ED>brain FLAIR": [], "ED>brain T2": [], "ET>brain T1c": [], "ET>ED T1c": [],
             "CSF<WM FLAIR": [], "CSF>WM T2": [], "CSF<WM T1": []}
     seed = args.seed
@@ -90,7 +92,8 @@ def stats(args: argparse.Namespace) -> None:
         c = r.case
         brain = r.brain
         lab = c.label
-        csf, wm = r.tissue_full("csf"), r.tissue_full("wm")
+        csf, wm, vent = r.tissue_full("csf"), r.tissue_full("wm"), r.tissue_full("ventricles")
+        vent_ml.append(float(vent.sum()) * c.geometry.voxel_volume_ml)
         wt.append([(lab == k).sum() * c.geometry.voxel_volume_ml for k in (NCR, ED, ET)])
         row = {}
         for seq in SEQUENCES:
@@ -101,7 +104,10 @@ def stats(args: argparse.Namespace) -> None:
             row[seq] = (np.percentile(normal, [5, 25, 50, 75, 95]),
                         [(z[lab == k].mean(), z[lab == k].std()) if (lab == k).any() else (np.nan, np.nan)
                          for k in (NCR, ED, ET)],
-                        z[brain & (csf > 0.9)].mean(), z[brain & (wm > 0.9)].mean(), normal.mean())
+                        z[brain & (csf > 0.9)].mean(), z[brain & (wm > 0.9)].mean(), normal.mean(),
+                        z[brain & (vent > 0.9)].mean(), z[brain & (lab == NCR)].mean() if (lab == NCR).any() else np.nan,
+                        {d: z[(r.distractor_full(d) > 0.5) & (lab == 0)].mean() if np.any(r.distractor_full(d) > 0.5) else np.nan
+                         for d in DISTRACTOR_CLASSES})
         per_case.append(row)
         cues["ED>brain FLAIR"].append(row["t2f"][1][1][0] > row["t2f"][4] + 0.5)
         cues["ED>brain T2"].append(row["t2w"][1][1][0] > row["t2w"][4] + 0.3)
@@ -125,6 +131,17 @@ def stats(args: argparse.Namespace) -> None:
         print(f"{seq} | " + "/".join(f"{p:+.2f}" for p in pct) + " ; " + "/".join(f"{p:+.2f}" for p in real[0])
               + " | " + " | ".join(f"{m[k]:+.2f} (case sd {s[k]:.2f}, within {w[k]:.2f}; real {real[k + 1][0]:+.2f} +- {real[k + 1][1]:.2f})"
                                    for k in range(3)))
+    print("fluid spaces and distractors (z over the brain; mean over cases): ventricle volume ml "
+          f"min {min(vent_ml):.1f} / median {np.median(vent_ml):.1f} / max {max(vent_ml):.1f}")
+    print("| sequence | ventricles (pure fluid) | NCR | " + " | ".join(DISTRACTOR_CLASSES) + " |")
+    print("|---|---|---|" + "---|" * len(DISTRACTOR_CLASSES))
+    for seq in SEQUENCES:
+        vz = np.nanmean([r[seq][5] for r in per_case])
+        nz = np.nanmean([r[seq][6] for r in per_case])
+        dz = [np.nanmean([r[seq][7][d] for r in per_case]) for d in DISTRACTOR_CLASSES]
+        print(f"| {seq} | {vz:+.2f} | {nz:+.2f} | " + " | ".join(f"{v:+.2f}" for v in dz) + " |")
+    flair_ok = [r["t2f"][6] > r["t2f"][5] + 1.0 for r in per_case if np.isfinite(r["t2f"][6])]
+    print(f"necrotic core FLAIR-brighter than the ventricles by > 1 z: {np.mean(flair_ok):.2f} of cases")
     print("cue holds in fraction of cases: " + ", ".join(f"{k} {np.mean(v):.2f}" for k, v in cues.items()))
 
 

@@ -3,8 +3,9 @@
 Steps: generate a seeded synthetic case (:func:`GliomaMTLLib.synth.generate_case`, 240x240x155 at
 1 mm), write it as a BraTS 2023 folder (``OUT/input/<case_id>/``), run the same code as
 ``gliomamtl predict`` into ``OUT/prediction/``, then print where the outputs are, the genotype and
-volumes next to the known truth, and Dice per region. Explanations (integrated gradients) come
-with ``gliomamtl explain`` (a later issue); :func:`_explain_step` is where the demo will call it.
+volumes next to the known truth, and Dice per region, and explain the first genotype task (whole
+tumor for a model without one) with integrated gradients into ``OUT/explain/`` (the same code as
+``gliomamtl explain``: heatmaps on the input grid, ``explain.png``, ``explain.json``).
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ import argparse
 import time
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from GliomaMTLLib.cli.predict_cmd import add_model_arguments, make_predictor, predict_one, summary_lines
 
@@ -41,10 +40,14 @@ def _cohort_for(predictor: Any) -> str:
     return "pediatric" if "pediatric" in predictor.bundle.name or "braf" in predictor.tasks else "adult"
 
 
-def _explain_step(predictor: Any, case_folder: Path, out_dir: Path) -> Path | None:
-    """Seam for the explanation step (``GliomaMTLLib.explain``, a later issue): returns the heatmap
-    folder once that module exists; until then the demo skips it."""
-    return None
+def _explain_step(predictor: Any, case_folder: Path, out_dir: Path) -> dict[str, Any]:
+    """Integrated-gradient explanation of the model's first genotype task (WT without one), with
+    the default settings of ``gliomamtl explain``; returns its ``explain.json`` report."""
+    from GliomaMTLLib.explain import explain, write_explanation
+
+    case = predictor.read(case_folder)
+    explanation = explain(case, predictor=predictor)
+    return explanation.report(write_explanation(explanation, out_dir, images=case.images))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,7 +55,11 @@ def run(args: argparse.Namespace) -> int:
     from GliomaMTLLib.metrics import region_metrics
     from GliomaMTLLib.synth import generate_case
 
-    out = Path(args.out)
+    from GliomaMTLLib.cli.predict_cmd import check_options, prepare_out
+
+    check_options(args)
+    out = prepare_out(args.out)  # an unusable --out fails before anything is computed
+    args.overwrite = True  # the demo's folder is its own: a rerun replaces its outputs
     predictor = make_predictor(args)  # first: a missing model fails before minutes of synthesis
     cohort = args.cohort or _cohort_for(predictor)
     print(f"demo: generating synthetic {cohort} case (seed {args.seed}, 240x240x155 at 1 mm) ...")
@@ -64,14 +71,20 @@ def run(args: argparse.Namespace) -> int:
 
     _, written, prediction = predict_one(predictor, case_folder, out / "prediction", args, case_id=truth.case_id)
     print("\n".join(summary_lines(prediction, written)))
-    heatmaps = _explain_step(predictor, case_folder, out / "explain")
-    print(f"demo: explanations: {heatmaps or 'not available yet (gliomamtl explain comes with a later release)'}")
+    t0 = time.perf_counter()
+    explained = _explain_step(predictor, case_folder, out / "explain")
+    print(f"demo: integrated gradients of {explained['task']} ({explained['class_explained']}) in "
+          f"{out / 'explain'} (explain.png, heatmaps per sequence; completeness delta {explained['delta']:.3g}; "
+          f"{time.perf_counter() - t0:.1f} s)")
 
     print("\ncomparison with the synthetic ground truth")
-    for task, probs in prediction.genotype.items():
+    from GliomaMTLLib.inference.genotype_call import describe_call
+
+    for task, entry in prediction.calls().items():
         true = truth.genotype.get(task, "unknown")
-        predicted = max(probs, key=probs.get)
-        print(f"  {task}: predicted {predicted} ({probs[predicted]:.2f}), true {true}")
+        print(f"  {task}: predicted {describe_call(entry)}, true {true}")
+    import numpy as np  # here, not at module level: `gliomamtl --help` imports this module
+
     voxel_ml = truth.geometry.voxel_volume_ml
     true_labels = truth.label if truth.label is not None else np.zeros(truth.geometry.shape, np.uint8)
     regions = {name: members for name, members in predictor.regions.items()}
@@ -82,5 +95,6 @@ def run(args: argparse.Namespace) -> int:
     for name, members in regions.items():
         true_ml = float(np.isin(true_labels, members).sum()) * voxel_ml
         print(f"  {name:<6} {scores[name]['dice']:>6.3f} {prediction.volumes_ml[name]:>13.1f} {true_ml:>9.1f}")
-    print(f"\ndemo: outputs in {out / 'prediction'} (report.png, report.json, segmentation)")
+    print(f"\ndemo: outputs in {out / 'prediction'} (report.png, report.json, segmentation) and "
+          f"{out / 'explain'} (explain.png, heatmaps)")
     return 0

@@ -14,10 +14,17 @@ A cohort::
     gliomamtl predict --cohort ROOT --out DIR
 
 runs every case folder under ROOT (:func:`GliomaMTLLib.io.list_case_folders`) into
-``DIR/<folder name>/``. A case whose ``report.json`` exists is done and skipped on a rerun; a case
-that fails is recorded in ``DIR/errors.csv`` and the run goes on. ``DIR/cohort_summary.json`` and
-``DIR/summary.csv`` list every case's status, volumes and genotype. Exit code 0 when every case is
-done, 1 when some failed.
+``DIR/<folder name>/``. A case whose ``report.json`` exists is done and skipped on a rerun (redone
+with ``--overwrite``); a case that fails is recorded in ``DIR/errors.csv`` and the run goes on; each
+case's warnings are printed as it finishes. ``DIR/cohort_summary.json`` and ``DIR/summary.csv`` list
+every case's status, volumes, genotype (or "not available (reason)") and warnings. Exit code 0 when
+every case is done, 1 when some failed.
+
+Output folders (:mod:`GliomaMTLLib.io.output_folder`): ``--out`` is checked before anything is
+computed (a file, under a file, read-only, full disk: a one-line error); temporary files of a
+killed run are removed; only this case's files are replaced, and a folder holding a finished case
+(this one or another) needs ``--overwrite`` outside cohort mode. With ``--progress-json`` the last
+line is exactly one ``done`` (after every output file is in place) or one ``error`` event.
 """
 
 from __future__ import annotations
@@ -31,11 +38,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from GliomaMTLLib.inference.device import DEVICE_CHOICES
-from GliomaMTLLib.inference.engines import ENGINES
-from GliomaMTLLib.inference.predictor import DEFAULT_MODEL
+from GliomaMTLLib.inference.options import DEFAULT_MODEL, DEVICE_CHOICES, ENGINES  # imports nothing heavy
 
 MAX_CASE_FILES = 4
+#: Options that give one sequence file each, whatever its name.
+SEQUENCE_OPTIONS = {"t1n": "T1", "t1c": "T1 post-contrast", "t2w": "T2", "t2f": "FLAIR"}
 ERRORS_CSV = "errors.csv"
 SUMMARY_JSON = "cohort_summary.json"
 SUMMARY_CSV = "summary.csv"
@@ -48,6 +55,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                              f"(default {DEFAULT_MODEL})")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
                         help="auto: CUDA GPU when available, else CPU (default); cuda fails clearly without a GPU")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="test-time flips: average the segmentation over mirror images (4x the main network's "
+                        "time; default: the model's model.json \"tta\", off for the shipped models)")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
                         help="auto: ONNX Runtime on the CPU when installed (faster; the first run with a model "
                              "exports it once into the cache), else PyTorch; torch or onnx to force one")
@@ -55,6 +65,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="label values written: 2023 (1 NCR, 2 ED, 3 ET; default) or 2020 (ET written as 4)")
     parser.add_argument("--probabilities", action="store_true",
                         help="also write region probability maps <case_id>_prob_{WT,TC,ET}.nii.gz (float32)")
+    parser.add_argument("--seg-nrrd", action="store_true",
+                        help="also write <case_id>_seg.seg.nrrd: a 3D Slicer segmentation with named, coloured "
+                             "segments and standard terminology")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the finished outputs of a case already in --out (with --cohort: redo "
+                             "finished cases too); without it such a folder is refused")
     parser.add_argument("--et-min-ml", type=float, default=None,
                         help="relabel enhancing tumor as necrotic core when its volume is below this (ml); "
                              "default from the model (0.5 ml), 0 disables")
@@ -77,6 +93,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("case", nargs="*", metavar="CASE",
                         help="case folder, or up to four sequence files (names must identify the sequence)")
+    for key, title in SEQUENCE_OPTIONS.items():
+        parser.add_argument(f"--{key}", metavar="FILE",
+                            help=f"the {title} file, whatever its name (instead of CASE)")
     parser.add_argument("--cohort", metavar="DIR", help="run every case folder under DIR instead of one case")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     add_model_arguments(parser)
@@ -93,36 +112,74 @@ def _reporter(args: argparse.Namespace) -> Any:
     return JsonLinesReporter(sys.stdout)
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Option values that make no sense, named by their flag.
+
+    Raises:
+        ValueError: e.g. ``--et-min-ml must be a number >= 0 (ml), got -1``.
+    """
+    for flag in ("et_min_ml", "min_component_ml"):
+        value = getattr(args, flag, None)
+        if value is not None and not (value >= 0 and value != float("inf")):
+            raise ValueError(f"--{flag.replace('_', '-')} must be a number >= 0 (ml; 0 disables the rule), got {value:g}")
+
+
+def prepare_out(folder: str | Path) -> Path:
+    """``--out`` checked writable (before any computation) and cleaned of a killed run's temporary files."""
+    from GliomaMTLLib.io.output_folder import clean_partial_files, prepare_output_folder
+
+    out = prepare_output_folder(folder)
+    clean_partial_files(out)
+    return out
+
+
 def make_predictor(args: argparse.Namespace, progress: Any = None) -> Any:
     from GliomaMTLLib.inference import Predictor
 
     overrides = {"et_min_ml": args.et_min_ml, "min_component_ml": args.min_component_ml}
-    return Predictor(args.model, device=args.device, engine=args.engine, postprocess=overrides, progress=progress)
+    return Predictor(args.model, device=args.device, engine=args.engine, postprocess=overrides, progress=progress,
+                     tta=getattr(args, "tta", None))
 
 
 def predict_one(predictor: Any, source: Any, out_dir: Path, args: argparse.Namespace,
                 case_id: str | None = None) -> tuple[Any, dict[str, Path], Any]:
-    """Read, predict and write one case; returns (case, written files, prediction)."""
+    """Read, predict and write one case; returns (case, written files, prediction).
+
+    Only this case's files in ``out_dir`` are replaced (:func:`GliomaMTLLib.io.output_folder.plan_case_outputs`;
+    ``args.overwrite`` allows replacing a finished case); what was replaced is added to the warnings.
+    """
     from GliomaMTLLib.inference import write_prediction
+    from GliomaMTLLib.io.output_folder import clean_partial_files, plan_case_outputs
 
     t0 = time.perf_counter()
     case = predictor.read(source, case_id=case_id)
     read_s = time.perf_counter() - t0
+    plan = plan_case_outputs(out_dir, case.case_id, overwrite=bool(getattr(args, "overwrite", False)))
     prediction = predictor.predict(case)
     prediction.timings = {"read": read_s, **prediction.timings}
+    prediction.warnings.extend(plan.notes)
+    clean_partial_files(out_dir)
+    (Path(out_dir) / "report.json").unlink(missing_ok=True)  # the folder no longer claims a finished case
+    seg_nrrd = None
+    if getattr(args, "seg_nrrd", False):  # before write_prediction, whose report.json must come last
+        from GliomaMTLLib.io.segfile import seg_nrrd_filename, write_seg_nrrd
+
+        seg_nrrd = write_seg_nrrd(Path(out_dir) / seg_nrrd_filename(prediction.case_id), prediction.labels,
+                                  prediction.geometry, prediction.label_names)
     written = write_prediction(prediction, out_dir, convention=args.labels, probabilities=args.probabilities,
-                               images=case.images)
+                               images=case.images, stale=plan.stale,
+                               extra={"seg_nrrd": seg_nrrd} if seg_nrrd is not None else None)
     return case, written, prediction
 
 
 def summary_lines(prediction: Any, written: dict[str, Path]) -> list[str]:
     """Human-readable summary of one prediction."""
     vols = ", ".join(f"{k} {v:.1f} ml" for k, v in prediction.volumes_ml.items() if k in prediction.probabilities)
+    from GliomaMTLLib.inference.genotype_call import describe_call
+
     lines = [f"case {prediction.case_id}: {vols or 'no volumes'}"]
-    for task, probs in prediction.genotype.items():
-        ranked = sorted(probs.items(), key=lambda kv: -kv[1])
-        lines.append(f"  {task}: {ranked[0][0]} {ranked[0][1]:.2f}"
-                     + "".join(f" ({c} {p:.2f})" for c, p in ranked[1:]))
+    for task, entry in prediction.calls().items():
+        lines.append(f"  {task}: {describe_call(entry)}")
     total = sum(prediction.timings.values())
     lines.append(f"  time {total:.1f} s (" + ", ".join(f"{k} {v:.2f}" for k, v in prediction.timings.items()) + ")")
     for warning in prediction.warnings:
@@ -131,27 +188,49 @@ def summary_lines(prediction: Any, written: dict[str, Path]) -> list[str]:
     return lines
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.cohort and args.case:
+def case_source(args: argparse.Namespace) -> Any:
+    """The case to read: ``--t1n/--t1c/--t2w/--t2f`` files as a mapping, else a folder or the file list.
+
+    Raises:
+        ValueError: no case, a case and --cohort, too many files, or files given both ways.
+    """
+    explicit = {key: getattr(args, key) for key in SEQUENCE_OPTIONS if getattr(args, key, None)}
+    if args.cohort and (args.case or explicit):
         raise ValueError("give either CASE (a folder or files) or --cohort DIR, not both")
-    if not args.cohort and not args.case:
-        raise ValueError("give a case (a folder or up to four sequence files) or --cohort DIR")
+    if explicit and args.case:
+        raise ValueError("give the sequence files either as CASE or with --t1n/--t1c/--t2w/--t2f, not both")
+    if args.cohort:
+        return None
+    if explicit:
+        return explicit
+    if not args.case:
+        raise ValueError("give a case (a folder, up to four sequence files, or --t1n/--t1c/--t2w/--t2f FILE) "
+                         "or --cohort DIR")
     if len(args.case) > MAX_CASE_FILES:
         raise ValueError(f"at most {MAX_CASE_FILES} sequence files per case, got {len(args.case)}")
+    return args.case[0] if len(args.case) == 1 else list(args.case)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``gliomamtl predict``: with ``--progress-json`` the last event is one ``done`` or one ``error``."""
+    from GliomaMTLLib.cli.errors import one_line
+
     reporter = _reporter(args)
     try:
+        check_options(args)
+        source = case_source(args)
+        out = prepare_out(args.out)  # before the model is loaded: an unusable --out fails in a second
         if args.cohort:
             return run_cohort(args, reporter)
-        source: Any = args.case[0] if len(args.case) == 1 else list(args.case)
         predictor = make_predictor(args, reporter)
-        _, written, prediction = predict_one(predictor, source, Path(args.out), args)
+        _, written, prediction = predict_one(predictor, source, out, args)
     except Exception as exc:
         if reporter is not None:
-            reporter.error(str(exc), type=type(exc).__name__)
+            reporter.error(one_line(exc), type=type(exc).__name__)
         raise
     if reporter is not None:
         reporter.done(case_id=prediction.case_id, outputs={k: str(v) for k, v in written.items()},
-                      volumes_ml=prediction.volumes_ml, genotype=prediction.genotype, warnings=prediction.warnings)
+                      volumes_ml=prediction.volumes_ml, genotype=prediction.calls(), warnings=prediction.warnings)
     else:
         print("\n".join(summary_lines(prediction, written)))
     return 0
@@ -173,10 +252,15 @@ def _summary_row(name: str, report: dict[str, Any], status: str) -> dict[str, An
         if region in report.get("volumes_ml", {}):
             row[f"{region}_ml"] = report["volumes_ml"][region]
     for task, entry in report.get("genotype", {}).items():
-        row[task] = entry["predicted"]
-        row[f"p_{task}"] = round(max(entry["probabilities"].values()), 4)
+        if entry.get("available", True) and entry.get("probabilities"):
+            row[task] = entry.get("call") or entry.get("predicted")
+            row[f"p_{task}"] = round(max(entry["probabilities"].values()), 4)
+        else:  # the model card marks the task as not learned: no probability, the reason instead
+            row[task] = entry.get("shown") or f"not available ({entry.get('reason')})"
+            row[f"p_{task}"] = ""
     row["seconds"] = round(sum(report.get("timings_s", {}).values()), 2)
-    row["warnings"] = len(report.get("warnings", []))
+    row["n_warnings"] = len(report.get("warnings", []))
+    row["warnings"] = " | ".join(report.get("warnings", []))
     return row
 
 
@@ -189,11 +273,12 @@ def run_cohort(args: argparse.Namespace, reporter: Any = None) -> int:
     from GliomaMTLLib.io.cohort import list_case_folders
     from GliomaMTLLib.metrics import markdown_table
 
-    out = Path(args.out)
+    from GliomaMTLLib.cli.errors import one_line
+
+    out = prepare_out(args.out)
     folders = list_case_folders(args.cohort)
     if not folders:
         raise ValueError(f"no case folders with MR sequence files under {args.cohort}")
-    out.mkdir(parents=True, exist_ok=True)
     predictor = make_predictor(args)
     rows: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
@@ -203,7 +288,7 @@ def run_cohort(args: argparse.Namespace, reporter: Any = None) -> int:
         case_out = out / folder.name
         if reporter is not None:
             reporter.progress(i / len(folders), f"case {folder.name} ({i + 1}/{len(folders)})")
-        if (case_out / REPORT_JSON).is_file():
+        if (case_out / REPORT_JSON).is_file() and not args.overwrite:
             counts["skipped"] += 1
             rows.append(_summary_row(folder.name, read_report(case_out), "skipped (done before)"))
             continue
@@ -212,7 +297,7 @@ def run_cohort(args: argparse.Namespace, reporter: Any = None) -> int:
             _, _, prediction = predict_one(predictor, folder, case_out, args)
         except Exception as exc:  # noqa: BLE001 - a bad case must not stop the cohort
             counts["failed"] += 1
-            message = f"{type(exc).__name__}: {exc}"
+            message = one_line(exc)
             errors.append({"case": folder.name, "folder": str(folder), "error": message})
             rows.append({"case": folder.name, "case_id": folder.name, "status": "failed", "error": message})
             _write_csv(out / ERRORS_CSV, errors, ["case", "folder", "error"])
@@ -223,6 +308,11 @@ def run_cohort(args: argparse.Namespace, reporter: Any = None) -> int:
             continue
         counts["done"] += 1
         rows.append(_summary_row(folder.name, prediction.report(), "done"))
+        for warning in prediction.warnings:  # as it goes, not only a count in summary.csv
+            if reporter is not None:
+                reporter.log(f"case {folder.name}: warning: {warning}", case=folder.name)
+            else:
+                tqdm.write(f"case {folder.name}: warning: {warning}", file=sys.stderr)
     bar.close()
     if errors:
         _write_csv(out / ERRORS_CSV, errors, ["case", "folder", "error"])

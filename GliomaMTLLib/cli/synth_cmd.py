@@ -39,7 +39,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Generate the cohort; returns the exit code."""
+    """Generate the cohort; returns the exit code. With ``--json`` a failure is one ``error`` event."""
+    from GliomaMTLLib.cli.errors import one_line
+
+    reporter = JsonLinesReporter() if args.json else None
+    try:
+        return _generate(args, reporter)
+    except Exception as exc:
+        if reporter is not None:
+            reporter.error(one_line(exc), type=type(exc).__name__)
+        raise
+
+
+def _generate(args: argparse.Namespace, reporter: JsonLinesReporter | None) -> int:
+    from GliomaMTLLib.io.output_folder import prepare_output_folder
     from GliomaMTLLib.synth.cohort import generate_cohort
     from GliomaMTLLib.synth.preview import preview_folder
 
@@ -47,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--n must be at least 1, got {args.n}")
     if args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
-    reporter = JsonLinesReporter() if args.json else None
+    prepare_output_folder(args.out)  # a file, under a file, read-only or full: one line before generating
 
     def progress(fraction: float, message: str) -> None:
         if reporter is not None:

@@ -10,25 +10,45 @@ Typical use::
 Every output of a :class:`Prediction` lies on the exact grid of the input sequences.
 """
 
-from GliomaMTLLib.inference.checks import input_warnings
-from GliomaMTLLib.inference.device import DeviceError, resolve_device
-from GliomaMTLLib.inference.postprocess import PostprocessConfig, apply_postprocess, regions_for_labels, volumes_ml
-from GliomaMTLLib.inference.prediction import Prediction
-from GliomaMTLLib.inference.predictor import DEFAULT_MODEL, Predictor
-from GliomaMTLLib.inference.fixtures import make_random_bundle
-from GliomaMTLLib.inference.report import write_prediction
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_MODEL",
-    "DeviceError",
-    "PostprocessConfig",
-    "Prediction",
-    "Predictor",
-    "apply_postprocess",
-    "input_warnings",
-    "make_random_bundle",
-    "regions_for_labels",
-    "resolve_device",
-    "volumes_ml",
-    "write_prediction",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Public name -> module that defines it. Imported on first use (PEP 562), so that importing
+# `GliomaMTLLib.inference.options` (the command line's choices) does not import torch.
+_EXPORTS: dict[str, str] = {
+    "input_warnings": "checks",
+    "DeviceError": "device",
+    "resolve_device": "device",
+    "PostprocessConfig": "postprocess",
+    "apply_postprocess": "postprocess",
+    "regions_for_labels": "postprocess",
+    "volumes_ml": "postprocess",
+    "Prediction": "prediction",
+    "DEFAULT_MODEL": "options",
+    "Predictor": "predictor",
+    "make_random_bundle": "fixtures",
+    "write_prediction": "report",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from GliomaMTLLib.inference.checks import input_warnings
+    from GliomaMTLLib.inference.device import DeviceError, resolve_device
+    from GliomaMTLLib.inference.fixtures import make_random_bundle
+    from GliomaMTLLib.inference.options import DEFAULT_MODEL
+    from GliomaMTLLib.inference.postprocess import PostprocessConfig, apply_postprocess, regions_for_labels, volumes_ml
+    from GliomaMTLLib.inference.prediction import Prediction
+    from GliomaMTLLib.inference.predictor import Predictor
+    from GliomaMTLLib.inference.report import write_prediction

@@ -1,14 +1,24 @@
 """Cheap checks of an input case against what the models were trained on, as plain-language warnings.
 
-Nothing here stops a prediction; each check adds one sentence to ``Prediction.warnings``.
+One check stops a prediction: a field of view far too small to hold a brain
+(:func:`check_field_of_view`, fewer than :data:`MIN_FIELD_OF_VIEW_ML`) is an error, because
+whatever tumor volume and genotype came out would be meaningless. Every other check adds one
+sentence to ``Prediction.warnings``, each naming its real reason.
 
-Input unlike the training data (BraTS-style: skull-stripped, co-registered, about 1 mm):
+Input unlike the training data (BraTS-style: skull-stripped, co-registered, about 1 mm). The
+*background* of a sequence is the most common value on the six faces of its volume when at least
+20 % of the face voxels share it (:func:`GliomaMTLLib.io.registration.background_value`):
 
-* **not skull-stripped**: fewer than :data:`MIN_BACKGROUND_FRACTION` of the voxels of a sequence
-  are background (exactly 0, or equal to the volume's minimum). Skull-stripped scans are mostly
-  zero outside the brain (about 80 % of a 240x240x155 BraTS volume).
-* **spacing far from 1 mm**: a voxel side outside :data:`SPACING_RANGE_MM`.
-* **very few brain voxels**: the non-zero part (any sequence) is smaller than
+* **background offset**: a skull-stripped volume whose background is not 0 (e.g. -5000): the
+  model takes 0 as "outside the brain", so the intensities should be shifted.
+* **tissue at the edges**: no constant background and the faces are mostly bright (above
+  :data:`DARK_LEVEL` of the range): the volume is cut through the head (a partial field of view).
+* **not skull-stripped**: no constant background covering :data:`MIN_BACKGROUND_FRACTION` of the
+  voxels, and dark (noisy) faces: air around a whole head. Skull-stripped scans are mostly one
+  value outside the brain (about 80 % of a 240x240x155 BraTS volume).
+* **thick slices**: a voxel side above :data:`MAX_SPACING_MM` (finer voxels, e.g. 0.47 mm, are
+  resampled to the model's grid and raise nothing).
+* **very few brain voxels**: the non-background part (any sequence) is smaller than
   :data:`MIN_BRAIN_ML` (an adult brain is about 1200 ml, a child's after infancy about 900 ml):
   a partial or cropped volume. Not checked when the scan is not skull-stripped.
 
@@ -44,11 +54,17 @@ from typing import Mapping
 import numpy as np
 
 from GliomaMTLLib.io.geometry import Geometry
+from GliomaMTLLib.io.validation import InvalidVolumeError
 from GliomaMTLLib.labels import SEQUENCE_TITLES
 
 MIN_BACKGROUND_FRACTION = 0.2
-SPACING_RANGE_MM = (0.5, 2.0)
+#: Voxel sides above this (mm) are thick slices.
+MAX_SPACING_MM = 2.0
 MIN_BRAIN_ML = 300.0
+#: Smallest field of view (ml) accepted at all: a 2.7 cm cube; a whole brain is about 1200 ml.
+MIN_FIELD_OF_VIEW_ML = 20.0
+#: Face voxels below this fraction of the (p1..p99) range count as dark (air).
+DARK_LEVEL = 0.1
 SKEW_MARGIN = 0.3
 ENHANCEMENT_MARGIN = 1.25
 DUPLICATE_CORRELATION = 0.995
@@ -67,34 +83,85 @@ def quantile_skewness(values: np.ndarray) -> float:
     return float((p95 + p5 - 2 * p50) / spread) if spread > 0 else 0.0
 
 
-def _background_fraction(array: np.ndarray) -> float:
-    flat = array.ravel()
-    zero = np.count_nonzero(flat == 0)
-    at_min = np.count_nonzero(flat == flat.min())
-    return max(zero, at_min) / flat.size
+def _faces(array: np.ndarray) -> np.ndarray:
+    return np.concatenate([
+        array[0].ravel(), array[-1].ravel(), array[:, 0].ravel(), array[:, -1].ravel(),
+        array[:, :, 0].ravel(), array[:, :, -1].ravel(),
+    ])
+
+
+def constant_background(array: np.ndarray) -> float | None:
+    """The value shared by at least 20 % of the face voxels and :data:`MIN_BACKGROUND_FRACTION` of the
+    volume (the background of a skull-stripped scan, 0 or offset), else None."""
+    values, counts = np.unique(_faces(array), return_counts=True)
+    i = int(np.argmax(counts))
+    if counts[i] < 0.2 * counts.sum():
+        return None
+    value = values[i]
+    return float(value) if np.count_nonzero(array == value) >= MIN_BACKGROUND_FRACTION * array.size else None
+
+
+def _tissue_at_edges(array: np.ndarray) -> bool:
+    """True when most face voxels are bright: the volume is cut through the head."""
+    step = max(1, array.size // 200_000)
+    lo, hi = np.percentile(array.ravel()[::step], [1, 99])
+    return bool(np.mean(_faces(array) > lo + DARK_LEVEL * (hi - lo)) > 0.5) if hi > lo else False
+
+
+def check_field_of_view(geometry: Geometry) -> None:
+    """Refuse a field of view far too small to hold a brain.
+
+    Raises:
+        InvalidVolumeError: the field of view is below :data:`MIN_FIELD_OF_VIEW_ML`.
+    """
+    extent = [n * s for n, s in zip(geometry.size, geometry.spacing)]
+    ml = float(np.prod(extent)) / 1000.0
+    if ml < MIN_FIELD_OF_VIEW_ML:
+        size = "x".join(str(n) for n in geometry.size)
+        spacing = " x ".join(f"{s:.3g}" for s in geometry.spacing)
+        raise InvalidVolumeError(
+            f"field of view too small to hold a brain: {size} voxels of {spacing} mm cover "
+            f"{' x '.join(f'{e:.0f}' for e in extent)} mm ({ml:.1f} ml; a whole brain is about 1200 ml, at least "
+            f"{MIN_FIELD_OF_VIEW_ML:g} ml is needed); give the whole-brain volume, not a crop"
+        )
 
 
 def acquisition_warnings(images: Mapping[str, np.ndarray], geometry: Geometry) -> list[str]:
-    """Warnings about skull stripping, voxel size and brain size (see the module docstring)."""
+    """Warnings about skull stripping, intensity offset, voxel size and brain size (see the module docstring)."""
     warnings: list[str] = []
-    lo, hi = SPACING_RANGE_MM
-    if any(s < lo or s > hi for s in geometry.spacing):
+    thick = [(axis, s) for axis, s in zip("xyz", geometry.spacing) if s > MAX_SPACING_MM]
+    if thick:
         spacing = " x ".join(f"{s:.2g}" for s in geometry.spacing)
         warnings.append(
-            f"voxel spacing {spacing} mm is far from the ~1 mm isotropic scans the model was trained on "
-            f"(expected {lo:g}-{hi:g} mm per axis); thick slices blur small structures such as enhancing rims"
+            f"thick slices: voxel spacing {spacing} mm is coarser than {MAX_SPACING_MM:g} mm along "
+            f"{', '.join(axis for axis, _ in thick)}, while the model was trained on ~1 mm isotropic scans; "
+            "thick slices blur small structures such as enhancing rims"
         )
-    not_stripped = [k for k, a in images.items() if _background_fraction(a) < MIN_BACKGROUND_FRACTION]
+    backgrounds = {k: constant_background(a) for k, a in images.items()}
+    cut = [k for k, a in images.items() if backgrounds[k] is None and _tissue_at_edges(a)]
+    not_stripped = [k for k in images if backgrounds[k] is None and k not in cut]
+    offset = {k: b for k, b in backgrounds.items() if b is not None and b != 0.0}
+    if cut:
+        warnings.append(
+            f"{', '.join(_title(k) for k in cut)}: tissue reaches the edges of the volume, which looks cut through "
+            "the head (a partial field of view); the model expects the whole brain"
+        )
     if not_stripped:
         warnings.append(
-            f"{', '.join(_title(k) for k in not_stripped)} has almost no zero background: the scan does not look "
-            "skull-stripped; the model was trained on skull-stripped, co-registered brains (BraTS-style) and may "
-            "segment skull, scalp or neck"
+            f"{', '.join(_title(k) for k in not_stripped)} has no constant background around the head: the scan "
+            "does not look skull-stripped; the model was trained on skull-stripped, co-registered brains "
+            "(BraTS-style) and may segment skull, scalp or neck"
         )
-    elif images:
+    if offset:
+        warnings.append(
+            f"{', '.join(f'{_title(k)} (background {b:g})' for k, b in offset.items())}: the background outside the "
+            "brain is not 0, so the intensities look offset; the model takes 0 as outside the brain: subtract the "
+            "background value (or set the background to 0) before predicting"
+        )
+    if images and not not_stripped and not cut:
         brain = np.zeros(geometry.shape, dtype=bool)
-        for array in images.values():
-            brain |= array != 0
+        for key, array in images.items():
+            brain |= array != backgrounds[key]
         brain_ml = np.count_nonzero(brain) * geometry.voxel_volume_ml
         if brain_ml < MIN_BRAIN_ML:
             warnings.append(
@@ -108,7 +175,9 @@ def _brain_samples(images: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Each sequence z-scored over the common brain mask, on the same regular subsample of voxels."""
     brain = None
     for array in images.values():
-        brain = (array != 0) if brain is None else (brain | (array != 0))
+        background = constant_background(array)
+        inside = array != (0.0 if background is None else background)
+        brain = inside if brain is None else (brain | inside)
     assert brain is not None
     index = np.flatnonzero(brain.ravel())
     if index.size > SAMPLE_VOXELS:
@@ -160,5 +229,11 @@ def sequence_warnings(images: Mapping[str, np.ndarray]) -> list[str]:
 
 
 def input_warnings(images: Mapping[str, np.ndarray], geometry: Geometry) -> list[str]:
-    """All input checks: acquisition (skull stripping, spacing, brain size), then sequence identity."""
+    """All input checks: the field of view (an error), acquisition (skull stripping, offset, spacing,
+    brain size), then sequence identity.
+
+    Raises:
+        InvalidVolumeError: the field of view is far too small to hold a brain.
+    """
+    check_field_of_view(geometry)
     return acquisition_warnings(images, geometry) + sequence_warnings(images)

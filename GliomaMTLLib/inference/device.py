@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-import torch
+from GliomaMTLLib.inference.options import DEVICE_CHOICES
 
-DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+if TYPE_CHECKING:  # torch is imported where it is used: the command line parses its flags without it
+    import torch
 
 
 class DeviceError(ValueError):
@@ -23,6 +24,8 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     Raises:
         DeviceError: for an unknown name, or CUDA requested where torch sees no CUDA GPU.
     """
+    import torch
+
     if isinstance(spec, torch.device):
         spec = str(spec)
     name = str(spec).strip().lower()
@@ -65,6 +68,8 @@ def configure_cpu_threads(num_threads: int | None = None) -> int:
     Returns:
         the number of threads set.
     """
+    import torch
+
     threads = int(num_threads) if num_threads else physical_cores()
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
@@ -79,12 +84,16 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     """
     if device.type != "cuda":
         return None
+    import torch
+
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 @contextlib.contextmanager
 def inference_context(device: torch.device, amp: bool = True) -> Iterator[None]:
     """``torch.inference_mode`` plus, on a GPU with ``amp``, ``torch.autocast`` in reduced precision."""
+    import torch
+
     dtype = autocast_dtype(device) if amp else None
     with torch.inference_mode():
         if dtype is None:
@@ -96,6 +105,8 @@ def inference_context(device: torch.device, amp: bool = True) -> Iterator[None]:
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """True for a GPU out-of-memory error (``torch.cuda.OutOfMemoryError`` or its older RuntimeError form)."""
+    import torch
+
     oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
     if oom_type is not None and isinstance(exc, oom_type):
         return True
@@ -104,5 +115,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 def release_gpu_memory() -> None:
     """Return cached GPU memory after an out-of-memory error (no-op without CUDA)."""
+    import torch
+
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

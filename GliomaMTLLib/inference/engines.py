@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import warnings
 from pathlib import Path
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, Callable
 
-from GliomaMTLLib.io.atomic import atomic_path
+from GliomaMTLLib.inference.options import ENGINES
+
+if TYPE_CHECKING:  # torch and numpy are imported where they are used (fast `--help`)
+    import torch
 
 logger = logging.getLogger(__name__)
-ENGINES: tuple[str, ...] = ("auto", "torch", "onnx")
 ONNX_OPSET = 17
 
 
@@ -54,20 +54,28 @@ class TorchRunner:
         return out["seg"], dict(out.get("genotype", {}))
 
 
-class _ExportWrapper(torch.nn.Module):
-    """Tuple outputs (seg, one logit tensor per task) for the ONNX exporter."""
+def _export_wrapper(net: "torch.nn.Module", tasks: list[str]) -> "torch.nn.Module":
+    """``net`` with tuple outputs (seg, one logit tensor per task) for the ONNX exporter."""
+    import torch
 
-    def __init__(self, net: torch.nn.Module, tasks: list[str]) -> None:
-        super().__init__()
-        self.net, self.tasks = net, tasks
+    class ExportWrapper(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net, self.tasks = net, tasks
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.net(x, with_genotype=bool(self.tasks), with_dist=False)
-        return (out["seg"], *(out["genotype"][t] for t in self.tasks))
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            out = self.net(x, with_genotype=bool(self.tasks), with_dist=False)
+            return (out["seg"], *(out["genotype"][t] for t in self.tasks))
+
+    return ExportWrapper()
 
 
-def export_onnx(net: torch.nn.Module, path: Path, in_channels: int, size_multiple: int, tasks: list[str]) -> Path:
+def export_onnx(net: "torch.nn.Module", path: Path, in_channels: int, size_multiple: int, tasks: list[str]) -> Path:
     """Export ``net`` (eval mode, on the CPU) to ``path`` with dynamic batch and spatial axes (atomic write)."""
+    import torch
+
+    from GliomaMTLLib.io.atomic import atomic_path
+
     side = max(2 * size_multiple, 16)
     example = torch.zeros(1, in_channels, side, side, side)
     names = ["seg", *tasks]
@@ -76,7 +84,7 @@ def export_onnx(net: torch.nn.Module, path: Path, in_channels: int, size_multipl
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about the input checks
         torch.onnx.export(
-            _ExportWrapper(net, tasks).eval(),
+            _export_wrapper(net, tasks).eval(),
             (example,),
             str(tmp),
             dynamo=False,
@@ -107,6 +115,9 @@ class OnnxRunner:
         self.tasks = tasks
 
     def __call__(self, x: torch.Tensor, with_genotype: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        import numpy as np
+        import torch
+
         array = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
         wanted = ["seg", *self.tasks] if with_genotype else ["seg"]
         outputs = self.session.run(wanted, {"x": array})
@@ -114,16 +125,20 @@ class OnnxRunner:
         return seg, {t: torch.from_numpy(v) for t, v in zip(self.tasks, outputs[1:])}
 
 
-def onnx_runner(net: torch.nn.Module, key: str, in_channels: int, size_multiple: int, tasks: list[str],
-                threads: int) -> OnnxRunner:
+def onnx_runner(net: "torch.nn.Module | Callable[[], torch.nn.Module]", key: str, in_channels: int,
+                size_multiple: int, tasks: list[str], threads: int) -> OnnxRunner:
     """An :class:`OnnxRunner` for ``net``, exporting it into the cache on first use.
 
     Args:
+        net: the network, or a function building it: called only when the cache holds no export,
+            so a cached model runs without building the PyTorch network (nor importing MONAI).
         key: unique name of these weights (e.g. ``<sha256>-<stage>``).
 
     Raises:
         whatever the export or ONNX Runtime raise; callers fall back to PyTorch.
     """
+    import torch
+
     path = cache_dir() / "onnx" / f"{key}-torch{torch.__version__.split('+')[0]}-opset{ONNX_OPSET}.onnx"
     if path.is_file():
         try:
@@ -131,6 +146,8 @@ def onnx_runner(net: torch.nn.Module, key: str, in_channels: int, size_multiple:
         except Exception as exc:  # noqa: BLE001 - a damaged cache entry is re-exported
             logger.warning("cached ONNX export %s unusable (%s); exporting again", path, exc)
     logger.info("exporting %s to ONNX Runtime (once per model): %s", key, path)
+    if not isinstance(net, torch.nn.Module):
+        net = net()
     export_onnx(net, path, in_channels, size_multiple, tasks)
     return OnnxRunner(path, tasks, threads)
 

@@ -20,7 +20,7 @@ from GliomaMTLLib.bundle import ModelBundle, save_bundle
 from GliomaMTLLib.io.case import Case
 from GliomaMTLLib.io.geometry import Geometry
 from GliomaMTLLib.labels import GENOTYPE_TASKS, LABEL_NAMES, SEQUENCES
-from GliomaMTLLib.nets import NetConfig, build_network
+from GliomaMTLLib.nets import NetConfig
 
 #: Architecture and windows of the intended shipped adult bundle (``training/configs/gliomamtl_adult.yaml``),
 #: used by ``scripts/bench_predict.py`` when no bundle is shipped yet.
@@ -55,8 +55,10 @@ def random_bundle_meta(
     main_network: Mapping[str, Any] | None = None,
     postprocess: Mapping[str, float] | None = None,
     calibration: Mapping[str, float] | None = None,
+    required_sequences: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """``model.json`` content of a random bundle (see :func:`make_random_bundle`)."""
+    """``model.json`` content of a random bundle (see :func:`make_random_bundle`); with
+    ``required_sequences`` the other ``sequences`` are declared optional."""
     labels = dict(LABEL_NAMES) if labels is None else {int(k): v for k, v in labels.items()}
     n_classes = max(labels) + 1
     main_net = NetConfig(
@@ -97,6 +99,9 @@ def random_bundle_meta(
         "calibration": dict(calibration or {}),
         "training": {"data": "none (random initialization)"},
         "metrics": {},
+        **({"required_sequences": list(required_sequences),
+            "optional_sequences": [q for q in sequences if q not in required_sequences]}
+           if required_sequences is not None else {}),
     }
 
 
@@ -107,6 +112,8 @@ def make_random_bundle(
 
     Keyword arguments go to :func:`random_bundle_meta` (sequences, labels, tasks, sizes, spacings).
     """
+    from GliomaMTLLib.nets import build_network  # MONAI: only when a bundle is written
+
     meta = random_bundle_meta(**meta_kwargs)
     torch.manual_seed(seed)
     state = {stage: build_network(spec["network"]).state_dict() for stage, spec in meta["stages"].items()}

@@ -1,7 +1,12 @@
 """Post-processing of a predicted label map, region definitions and tumor volumes.
 
-Two rules, both expressed in millilitres so that they do not depend on the voxel size:
+Three rules, the last two expressed in millilitres so that they do not depend on the voxel size:
 
+0. Nothing outside the brain: tumor labels are removed where the reference sequence (the one
+   whose grid the output is written on) shows background connected to the edge of the volume
+   (:func:`outside_brain`): labels in empty space around a skull-stripped brain are never written,
+   whatever a misregistered or unusual input made the network do. Dark regions enclosed by the
+   brain (necrosis, cysts, ventricles) count as inside.
 1. Small spurious components: connected components (26-connectivity) of the whole tumor smaller
    than ``min_component_ml`` are removed (set to background), but the largest component is
    always kept, so a small solitary tumor is never erased.
@@ -11,7 +16,7 @@ Two rules, both expressed in millilitres so that they do not depend on the voxel
    of 1 mm^3), every ET voxel becomes NCR. In BraTS scoring an empty ET prediction on a case
    without ET scores Dice 1, and a few false-positive ET voxels score 0.
 
-Rule 1 runs first, so ET voxels in removed components do not count towards rule 2. Both apply
+Rules run in this order, so ET voxels in removed components do not count towards rule 2. Both apply
 only when the model's label set has the labels involved (rule 2 needs NCR=1 and ET=3).
 Probability maps are never post-processed: they are the network's output.
 """
@@ -25,6 +30,7 @@ from typing import Any, Mapping
 import numpy as np
 from scipy import ndimage
 
+from GliomaMTLLib.io.registration import FOREGROUND_LEVEL, background_value, subsample_step
 from GliomaMTLLib.labels import ET, NCR
 from GliomaMTLLib.nets import default_regions
 from GliomaMTLLib.preprocess import bounding_box
@@ -131,15 +137,77 @@ def remove_small_components(labels: np.ndarray, min_voxels: float) -> tuple[np.n
     return labels, removed
 
 
+#: Voxels of the coarse grid on which background connected to the volume's edge is found.
+_OUTSIDE_SAMPLE_VOXELS = 1_000_000
+
+
+def outside_brain(image: np.ndarray, box: tuple[slice, ...] | None = None) -> np.ndarray:
+    """Voxels of ``image`` (of its part ``box``, default all) that are background connected to the edge of
+    the volume (outside the head/brain).
+
+    Background: at most ``FOREGROUND_LEVEL`` of the way from the background value (the most common value
+    on the volume's faces) to the 99th percentile. Connectivity to the edge is found on a coarse grid
+    (about a million voxels) and applied to the full-resolution background voxels, so a dark region
+    enclosed by tissue (necrosis, cyst, ventricle) is inside.
+    """
+    box = box if box is not None else tuple(slice(0, n) for n in image.shape)
+    background = background_value(image)
+    step = subsample_step(image.shape, _OUTSIDE_SAMPLE_VOXELS)
+    sub = (slice(None, None, step),) * 3
+    top = float(np.percentile(image[sub], 99))
+    part = image[box]
+    if top <= background:
+        return np.zeros(part.shape, dtype=bool)
+    level = background + FOREGROUND_LEVEL * (top - background)
+    coarse_dark = image[sub] <= level
+    coarse_outside = coarse_dark & ~ndimage.binary_fill_holes(~coarse_dark)
+    # each full-resolution voxel of the box takes the value of the coarse voxel it was sampled with
+    index = np.ix_(*[np.arange(s.start, s.stop) // step for s in box])
+    return (part <= level) & coarse_outside[index]
+
+
+def restrict_to_brain(labels: np.ndarray, image: np.ndarray) -> tuple[np.ndarray, int]:
+    """Set tumor labels outside the brain of ``image`` (:func:`outside_brain`) to 0, in place; only the
+    tumor's bounding box is looked at in full resolution.
+
+    Returns:
+        (labels, number of voxels removed).
+    """
+    tumor = labels > 0
+    if not tumor.any():
+        return labels, 0
+    box = bounding_box(tumor)
+    drop = outside_brain(image, box) & tumor[box]
+    removed = int(np.count_nonzero(drop))
+    if removed:
+        labels[box][drop] = 0
+    return labels, removed
+
+
 def apply_postprocess(
-    labels: np.ndarray, label_values: Mapping[int, str] | list[int], voxel_volume_ml: float, config: PostprocessConfig
+    labels: np.ndarray,
+    label_values: Mapping[int, str] | list[int],
+    voxel_volume_ml: float,
+    config: PostprocessConfig,
+    brain_image: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[str]]:
-    """Apply both rules (in place) to an internal label map on a grid of ``voxel_volume_ml`` voxels.
+    """Apply the rules (in place) to an internal label map on a grid of ``voxel_volume_ml`` voxels.
+
+    Args:
+        brain_image: the reference sequence on the same grid; when given, labels outside its brain
+            are removed first (rule 0).
 
     Returns:
         (labels, notes): one sentence per rule that changed something.
     """
     notes: list[str] = []
+    if brain_image is not None:
+        labels, dropped = restrict_to_brain(labels, brain_image)
+        if dropped:
+            notes.append(
+                f"removed {dropped * voxel_volume_ml:.2f} ml of tumor labels outside the brain (in the background of "
+                "the reference sequence); if that is much, check the registration and skull stripping of the inputs"
+            )
     if config.min_component_ml > 0:
         min_voxels = config.min_component_ml / voxel_volume_ml
         labels, removed = remove_small_components(labels, min_voxels)
@@ -170,7 +238,8 @@ def volumes_ml(
 
     Volume = voxel count x ``voxel_volume_ml`` (the input grid's voxel volume).
     """
-    counts = np.bincount(labels.ravel(), minlength=max([*label_names, 0]) + 1)
+    # tumor voxels only: bincount of the whole uint8 map would first copy it as int64 (8 bytes a voxel)
+    counts = np.bincount(labels[labels != 0], minlength=max([*label_names, 0]) + 1)
     out: dict[str, float] = {}
     for name, members in regions.items():
         out[name] = float(sum(int(counts[v]) for v in members)) * voxel_volume_ml

@@ -30,6 +30,19 @@ not resample), applied to the window's part of the preprocessed grid only; outsi
 voxel is background. The label map is the arg-max on the input grid, then post-processed
 (:mod:`GliomaMTLLib.inference.postprocess`). Genotype probabilities are ``softmax(logits / T)``
 with ``model.json`` ``"calibration"`` ``{task: T}`` (or ``{task: {"temperature": T}}``).
+
+This is the only implementation of the cascade: ``gliomamtl evaluate``, the export's calibration
+and the model card's metrics run it too, on a bundle or on a training run folder before export
+(:mod:`GliomaMTLLib.train.run_model`).
+
+Sequences: ``model.json`` ``"required_sequences"`` (default: all of ``"sequences"``, the input
+channels in order) must be present; ``"optional_sequences"`` may be missing: their channel is zero
+after normalisation, as training's sequence dropout feeds it, and a warning names them.
+
+Cost: the PyTorch networks are built on first use only (:attr:`Predictor.networks`); with the
+ONNX export cached, a prediction on the CPU neither builds them nor imports MONAI (MONAI's sliding
+windows load only when a stage slides). Arrays on the input grid are allocated once: region
+probabilities are kept inside the window's box (:class:`~GliomaMTLLib.inference.prediction.BoxedVolumes`).
 """
 
 from __future__ import annotations
@@ -45,11 +58,11 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
 from scipy import ndimage
 
 from GliomaMTLLib.bundle import BundleError, ModelBundle, load_bundle
 from GliomaMTLLib.inference.checks import input_warnings
+from GliomaMTLLib.inference.genotype_call import genotype_calls, withhold
 from GliomaMTLLib.inference.engines import OnnxRunner, TorchRunner, onnx_runner, resolve_engine
 from GliomaMTLLib.inference.device import (
     configure_cpu_threads,
@@ -59,10 +72,11 @@ from GliomaMTLLib.inference.device import (
     resolve_device,
 )
 from GliomaMTLLib.inference.postprocess import PostprocessConfig, apply_postprocess, regions_for_labels, volumes_ml
-from GliomaMTLLib.inference.prediction import Prediction
+from GliomaMTLLib.inference.prediction import BoxedVolumes, Prediction
+from GliomaMTLLib.inference.task_logits import TaskLogits, build_task_logits
+from GliomaMTLLib.genotype.path import ood_warning
 from GliomaMTLLib.io.case import Case
 from GliomaMTLLib.io.validation import MissingSequenceError
-from GliomaMTLLib.metrics import apply_temperature
 from GliomaMTLLib.nets import NetConfig
 from GliomaMTLLib.preprocess import (
     CropBox,
@@ -74,13 +88,13 @@ from GliomaMTLLib.preprocess import (
     crop_around,
     physical_to_continuous_index,
     preprocess,
-    to_input_grid,
+    to_input_box,
     uncrop,
 )
 
 logger = logging.getLogger(__name__)
 ProgressCallback = Callable[[float, str], None]
-DEFAULT_MODEL = "gliomamtl_adult"
+from GliomaMTLLib.inference.options import DEFAULT_MODEL  # noqa: E402  (re-exported)
 
 
 STAGE_MODES = ("whole", "crop", "sliding")
@@ -178,13 +192,62 @@ def _sub_record(record: SpatialRecord, box: CropBox) -> tuple[SpatialRecord, tup
     return sub, tuple(local)
 
 
-def _input_slices(record: SpatialRecord) -> tuple[slice, slice, slice]:
-    """Slices (z, y, x) of the input grid that can receive values from ``record``'s crop."""
-    corners = physical_to_continuous_index(record.input_geometry, record.geometry.corners())
-    size = np.asarray(record.input_geometry.size)
-    lo = np.clip(np.floor(corners.min(axis=0)).astype(int) - 1, 0, size)
-    hi = np.clip(np.ceil(corners.max(axis=0)).astype(int) + 2, 0, size)
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo[::-1], hi[::-1]))  # type: ignore[return-value]
+def _load_model(model: "str | Path | ModelBundle") -> ModelBundle:
+    """A bundle object, a bundle folder or name, or a training run folder (evaluated before export,
+    :mod:`GliomaMTLLib.train.run_model`)."""
+    if isinstance(model, ModelBundle):
+        return model
+    from GliomaMTLLib.train.run_model import is_run_folder, run_bundle  # light: recipe and weights only
+
+    if is_run_folder(model):
+        return run_bundle(model)
+    return load_bundle(model)
+
+
+def _sequence_roles(bundle: ModelBundle) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(required, optional)`` sequences: ``model.json`` ``required_sequences`` (default: all of
+    ``sequences``) and the rest of ``sequences``, in channel order.
+
+    Raises:
+        BundleError: ``required_sequences`` / ``optional_sequences`` name a sequence that is not an input channel.
+    """
+    channels = bundle.sequences
+    required = bundle.meta.get("required_sequences")
+    optional = bundle.meta.get("optional_sequences")
+    required = tuple(channels) if required is None else tuple(str(s) for s in required)
+    optional = tuple(s for s in channels if s not in required) if optional is None else tuple(str(s) for s in optional)
+    where = f"{bundle.folder / 'model.json'}"
+    unknown = [s for s in (*required, *optional) if s not in channels]
+    if unknown or not required or set(required) & set(optional) or set(required) | set(optional) != set(channels):
+        raise BundleError(
+            f"{where}: required_sequences {list(required)} and optional_sequences {list(optional)} must split the "
+            f"input sequences {list(channels)} (at least one required)"
+        )
+    return tuple(s for s in channels if s in required), tuple(s for s in channels if s in optional)
+
+
+def _absent_warning(absent: "list[str]", model: str) -> str:
+    """The warning for optional sequences the case lacks."""
+    from GliomaMTLLib.labels import SEQUENCE_TITLES
+
+    names = ", ".join(f"{s} ({SEQUENCE_TITLES.get(s, s)})" for s in absent)
+    return (
+        f"missing sequence(s) {names}: model {model} ran without them (filled with zeros after normalisation, "
+        "as its training's sequence dropout did); expect lower accuracy, see the model card's Dice per sequence subset"
+    )
+
+
+#: Test-time flips: mirror images along z, y and x (each alone) of a (N, C, z, y, x) window.
+TTA_FLIPS: tuple[tuple[int, ...], ...] = ((2,), (3,), (4,))
+
+
+def _flip_average(runner: Any, x: "torch.Tensor", probs: "torch.Tensor") -> "torch.Tensor":
+    """Mean of ``probs`` (softmax of ``x``) and the softmax of each mirror image of ``x`` flipped back."""
+    total = probs.clone()
+    for dims in TTA_FLIPS:
+        seg, _ = runner(torch.flip(x, dims).contiguous(), False)
+        total += torch.flip(torch.softmax(seg.float(), dim=1), dims)
+    return total / (1 + len(TTA_FLIPS))
 
 
 class _Timer:
@@ -217,6 +280,9 @@ class Predictor:
             ``min_component_ml``).
         networks: stage -> network to use instead of the bundle's weights (tests, experiments).
         progress: callback ``(fraction, message)``.
+        tta: test-time flips for the main stage's segmentation (the softmax averaged over the
+            window and its mirror images along each axis: 4 network passes per window); None:
+            ``model.json`` ``"tta"`` (default off). Genotype logits come from the unflipped pass.
 
     Raises:
         BundleError: missing, corrupt or inconsistent bundle.
@@ -234,9 +300,11 @@ class Predictor:
         postprocess: Mapping[str, Any] | None = None,
         networks: Mapping[str, torch.nn.Module] | None = None,
         progress: ProgressCallback | None = None,
+        tta: bool | None = None,
     ) -> None:
         self.device = resolve_device(device)
-        self.bundle = model if isinstance(model, ModelBundle) else load_bundle(model)
+        self.bundle = _load_model(model)
+        self.required_sequences, self.optional_sequences = _sequence_roles(self.bundle)
         meta_path = self.bundle.folder / "model.json"
         if "main" not in self.bundle.stages:
             raise BundleError(f"{meta_path}: no 'main' stage (stages: {list(self.bundle.stages)})")
@@ -264,23 +332,38 @@ class Predictor:
             raise BundleError(f"{meta_path}: {exc}") from exc
         self.amp = amp
         threads = configure_cpu_threads(num_threads) if self.device.type == "cpu" else 1
-        # Injected networks (tests, experiments) always run in PyTorch.
+        # Injected networks (tests, experiments, a run being evaluated) always run in PyTorch.
         self.engine = resolve_engine(engine, self.device) if networks is None else "torch"
-        if networks is None:
-            networks = self.bundle.build_networks(self.device)
-        self.networks = {name: net.to(self.device).eval() for name, net in networks.items()}
-        for stage in self.bundle.stages:
-            if stage not in self.networks:
-                raise BundleError(f"no network for stage {stage!r}")
+        self._networks: dict[str, torch.nn.Module] | None = None
+        if networks is not None:
+            self._networks = {name: net.to(self.device).eval() for name, net in networks.items()}
+            for stage in self.bundle.stages:
+                if stage not in self._networks:
+                    raise BundleError(f"no network for stage {stage!r}")
         self.runners: dict[str, TorchRunner | OnnxRunner] = {}
-        for stage, net in self.networks.items():
-            self.runners[stage] = self._make_runner(stage, net, threads)
+        for stage in self.bundle.stages:
+            self.runners[stage] = self._make_runner(stage, threads)
         self._cpu_runners: dict[str, TorchRunner] = {}
         self.progress = progress
+        self.tta = bool(self.bundle.meta.get("tta", False)) if tta is None else bool(tta)
+        # The one "main window -> task logits" function: genotype probabilities here, and explanations
+        # (GliomaMTLLib.explain), go through it; its network is built only when a gradient is needed.
+        self.task_logits: TaskLogits = build_task_logits(
+            self.bundle.meta, lambda: self.networks["main"], self.tasks, self.temperatures, self.regions)
+        #: Box (on the main preprocessed grid) of the last genotype window; GliomaMTLLib.explain reads it.
+        self.genotype_window: CropBox | None = None
 
-    def _make_runner(self, stage: str, net: torch.nn.Module, threads: int) -> TorchRunner | OnnxRunner:
+    @property
+    def networks(self) -> dict[str, torch.nn.Module]:
+        """Stage -> PyTorch network (eval mode, on :attr:`device`), built from the bundle's weights on
+        first use: a prediction whose ONNX export is cached never builds them (nor imports MONAI)."""
+        if self._networks is None:
+            self._networks = {n: net.to(self.device).eval() for n, net in self.bundle.build_networks(self.device).items()}
+        return self._networks
+
+    def _make_runner(self, stage: str, threads: int) -> TorchRunner | OnnxRunner:
         if self.engine != "onnx":
-            return TorchRunner(net)
+            return TorchRunner(self.networks[stage])
         spec = self.main if stage == "main" else self.localizer
         assert spec is not None
         tasks = list(spec.network.tasks)
@@ -289,10 +372,11 @@ class Predictor:
         arch = json.dumps(spec.network.to_dict(), sort_keys=True)
         key = f"{stage}-{hashlib.sha256((self.model_info['sha256'] + arch).encode()).hexdigest()[:20]}"
         try:
-            return onnx_runner(net, key, spec.network.in_channels, spec.network.size_multiple, tasks, threads)
+            return onnx_runner(lambda: self.networks[stage], key, spec.network.in_channels,
+                               spec.network.size_multiple, tasks, threads)
         except Exception as exc:  # noqa: BLE001 - PyTorch always works
             logger.warning("ONNX Runtime unavailable for stage %s (%s); using PyTorch", stage, exc)
-            return TorchRunner(net)
+            return TorchRunner(self.networks[stage])
 
     # ------------------------------------------------------------------ public
 
@@ -319,20 +403,23 @@ class Predictor:
         Raises:
             CaseInputError subclasses naming the file and the problem (missing sequence, ...).
         """
+        from GliomaMTLLib.io.layout import unrecognized_note
         from GliomaMTLLib.io.readers import read_case, resolve_case_files
         from GliomaMTLLib.labels import SEQUENCES
 
-        files, default_id, folder = resolve_case_files(source)
+        files, default_id, folder = resolve_case_files(source, labels=False)  # label maps are not read
         images = {key: path for key, path in files.items() if key in SEQUENCES}
-        missing = [s for s in self.sequences if s not in images]
+        missing = [s for s in self.required_sequences if s not in images]
         if missing:
             where = f"folder {folder}" if folder is not None else "the given files"
             raise MissingSequenceError(
                 f"model {self.bundle.name} needs sequence(s) {missing}, not found in {where} "
-                f"(found: {[Path(p).name for p in files.values()] or 'no image files'})",
+                f"(found: {[Path(p).name for p in files.values()] or 'no image files'})"
+                + (f"; only {', '.join(self.optional_sequences)} may be missing" if self.optional_sequences else "")
+                + unrecognized_note(folder),  # files whose names say nothing: how to pass them
                 [folder] if folder is not None else list(files.values()),
             )
-        return read_case(images, case_id=case_id or default_id, required=self.sequences)
+        return read_case(images, case_id=case_id or default_id, required=self.required_sequences)
 
     def predict_files(self, source: Any, case_id: str | None = None) -> Prediction:
         """:meth:`read` then :meth:`predict`; the ``read`` time is included in the timings."""
@@ -349,22 +436,28 @@ class Predictor:
         Raises:
             MissingSequenceError: the case lacks a sequence the model needs.
         """
-        missing = [s for s in self.sequences if s not in case.images]
+        missing = [s for s in self.required_sequences if s not in case.images]
         if missing:
             raise MissingSequenceError(
                 f"case {case.case_id}: model {self.bundle.name} needs sequence(s) {missing}, "
-                f"the case has {list(case.sequences)}",
+                f"the case has {list(case.sequences)}"
+                + (f" (only {', '.join(self.optional_sequences)} may be missing)" if self.optional_sequences else ""),
                 [case.sources[s] for s in case.sequences if s in case.sources],
             )
         timer = _Timer()
         warnings = list(getattr(case, "warnings", []) or [])
+        absent = [s for s in self.sequences if s not in case.images]  # optional ones only (checked above)
+        if absent:
+            warnings.append(_absent_warning(absent, self.bundle.name))
         self._report(0.05, "preprocessing")
         with timer("preprocess"):
             # all sequences present, not only the model's: a FLAIR-only model fed a T2 is caught too
             warnings += input_warnings(case.images, case.geometry)
-            pre_main = preprocess(case, self.sequences, self.main.preprocess)
+            pre_main = preprocess(case, self.sequences, self.main.preprocess, fill_missing=absent)
+            self.task_logits.set_context(pre=pre_main)  # genotype paths: the window's place in the brain
             pre_loc = (
-                preprocess(case, self.sequences, self.localizer.preprocess) if self.localizer is not None else None
+                preprocess(case, self.sequences, self.localizer.preprocess, fill_missing=absent)
+                if self.localizer is not None else None
             )
 
         tumor_box = None
@@ -386,10 +479,14 @@ class Predictor:
             labels, region_probs = self._to_input_grid(probs, box, pre_main.record)
 
         with timer("postprocess"):
-            labels, notes = apply_postprocess(labels, self.label_names, case.geometry.voxel_volume_ml, self.postprocess_config)
+            labels, notes = apply_postprocess(labels, self.label_names, case.geometry.voxel_volume_ml, self.postprocess_config,
+                                              brain_image=case.images[case.sequences[0]])  # grid reference's brain
             volumes = volumes_ml(labels, self.label_names, self.regions, case.geometry.voxel_volume_ml)
             genotype = self._genotype(logits)
         warnings += notes
+        ood = ood_warning(self.task_logits) if genotype else None  # genotype features unlike training (G)
+        if ood:
+            warnings.append(ood)
         if not found or not labels.any():
             warnings.insert(
                 0,
@@ -397,7 +494,9 @@ class Predictor:
             )
         tumor: dict[str, Any] = {"found": bool(found and labels.any()), "windows": windows, "center_mm": None}
         if tumor["found"]:  # centre of mass of the whole tumor, LPS mm
-            center = np.asarray(ndimage.center_of_mass(labels > 0))
+            # on the tumor's box: center_of_mass builds float64 index arrays of the whole input grid
+            box = bounding_box(labels > 0)
+            center = np.asarray(ndimage.center_of_mass(labels[box] > 0)) + [s.start for s in box]
             tumor["center_mm"] = [round(float(v), 2) for v in case.geometry.index_to_physical(center[::-1])[0]]
         self._report(1.0, "done")
         return Prediction(
@@ -414,6 +513,8 @@ class Predictor:
             device=f"{self.device} ({self.engine_used})",
             tumor=tumor,
             sources=dict(case.sources),
+            genotype_calls=(withhold(genotype_calls(genotype, self.bundle.meta, self.tasks), ood) if ood
+                            else genotype_calls(genotype, self.bundle.meta, self.tasks)),  # card status per task
         )
 
     @property
@@ -460,18 +561,29 @@ class Predictor:
         x = torch.from_numpy(np.ascontiguousarray(image[None])).to(device)
         with inference_context(device, self.amp):
             seg, genotype = runner(x, with_genotype)
-            probs = torch.softmax(seg.float(), dim=1)[0].cpu().numpy()
+            if genotype and stage == "main":
+                self.task_logits.set_context(window=self.genotype_window)
+                genotype = self.task_logits.combine(x, seg, genotype)
+            probs = torch.softmax(seg.float(), dim=1)
+            if self.tta and stage == "main":
+                probs = _flip_average(runner, x, probs)
+            probs = probs[0].cpu().numpy()
             logits = {t: v.float()[0].cpu().numpy() for t, v in genotype.items()}
         return probs, logits
 
     def _sliding(self, stage: str, image: np.ndarray, window: tuple[int, ...], device: torch.device) -> np.ndarray:
         """Softmax probabilities (L, z, y, x) of ``image`` (C, z, y, x) from overlapping windows."""
+        from monai.inferers import sliding_window_inference  # MONAI loads only when windows slide
+
         spec = self.main if stage == "main" else self.localizer
         assert spec is not None
         runner = self._runner(stage, device)
 
         def seg(x: torch.Tensor) -> torch.Tensor:
-            return torch.softmax(runner(x, False)[0].float(), dim=1).to(x.device)
+            probs = torch.softmax(runner(x, False)[0].float(), dim=1)
+            if self.tta and stage == "main":
+                probs = _flip_average(runner, x, probs)
+            return probs.to(x.device)
 
         x = torch.from_numpy(np.ascontiguousarray(image[None])).to(device)
         with inference_context(device, self.amp):
@@ -529,6 +641,7 @@ class Predictor:
             return probs, CropBox.full(shape), logits, 1
         if np.all(shape <= spec.window) and not small:
             x, box = crop_around(image, (shape - 1) / 2.0, spec.window)
+            self.genotype_window = box if with_genotype else self.genotype_window
             probs, logits = self._forward(spec.name, x, device, with_genotype)
             return probs, box, logits, 1
         return self._windows(spec, image, CropBox.full(shape), None, device, with_genotype, small)
@@ -565,7 +678,7 @@ class Predictor:
                     sl = bounding_box(components == int(np.argmax(sizes)))
                     center = np.array([(s.start + s.stop - 1) / 2.0 for s in sl])
                 center = center + np.asarray(region.start)
-            x, _ = crop_around(image, center, spec.window)
+            x, self.genotype_window = crop_around(image, center, spec.window)
             logits = self._forward(spec.name, x, torch.device("cpu") if small else device, True)[1]
             n_windows += 1
         return probs, region, logits, n_windows
@@ -582,6 +695,7 @@ class Predictor:
             extent, center = hi - lo, (lo + hi) / 2.0
             if np.all(extent <= spec.window) and not small:
                 x, box = crop_around(pre.image, center, spec.window)
+                self.genotype_window = box
                 probs, logits = self._forward("main", x, device, with_genotype)
                 return probs, box, logits, 1, True
             # Several windows over the tumor box (at least one window large).
@@ -599,24 +713,28 @@ class Predictor:
 
     def _to_input_grid(
         self, probs: np.ndarray, box: CropBox, record: SpatialRecord
-    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Label map and region probabilities on the input grid from the window probabilities."""
+    ) -> tuple[np.ndarray, BoxedVolumes]:
+        """Label map and region probabilities on the input grid from the window probabilities.
+
+        Only the part of the input grid the window covers is interpolated and kept (the region
+        probabilities as a :class:`BoxedVolumes`): outside it every voxel is background.
+        """
         shape = record.input_geometry.shape
         labels = np.zeros(shape, dtype=np.uint8)
-        regions = {name: np.zeros(shape, dtype=np.float32) for name in self.regions}
         sub = _sub_record(record, box)
         if sub is None:
-            return labels, regions
+            empty = (slice(0, 0),) * 3
+            return labels, BoxedVolumes(shape, empty, {n: np.zeros((0, 0, 0), np.float32) for n in self.regions})
         sub_record, local = sub
         # Foreground probabilities only: outside the window they are 0 (background 1), the fill.
-        foreground = to_input_grid(probs[(slice(1, None), *local)], sub_record, "scalar", 0.0)
-        where = _input_slices(sub_record)
-        fg = foreground[(slice(None), *where)]
+        fg, where = to_input_box(probs[(slice(1, None), *local)], sub_record, "scalar", 0.0)
         total = fg.sum(axis=0)
         # argmax over (background = 1 - total, fg...) without stacking; ties go to the background
         best = fg.argmax(axis=0)
         best_p = np.take_along_axis(fg, best[None], axis=0)[0]
         labels[where] = np.where(best_p > 1.0 - total, best + 1, 0).astype(np.uint8)
+        del best, best_p
+        regions: dict[str, np.ndarray] = {}
         for name, members in self.regions.items():
             if len(members) == fg.shape[0]:
                 value = total
@@ -624,14 +742,14 @@ class Predictor:
                 value = fg[members[0] - 1].copy()
                 for m in members[1:]:
                     value += fg[m - 1]
-            regions[name][where] = np.clip(value, 0.0, 1.0)
-        return labels, regions
+            regions[name] = np.clip(value, 0.0, 1.0, out=value)
+        return labels, BoxedVolumes(shape, where, regions)
 
     def _genotype(self, logits: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = {}
         for task, classes in self.tasks.items():
             if task not in logits:
                 continue
-            p = apply_temperature(logits[task][None], self.temperatures.get(task, 1.0))[0]
+            p = self.task_logits.probabilities({task: logits[task][None]})[task][0].numpy()
             out[task] = {name: float(v) for name, v in zip(classes, p)}
         return out

@@ -6,10 +6,14 @@ Files in the output folder (``<id>`` = the case id):
   default; ``convention="2020"`` writes ET as 4; a model with its own label set writes its values);
 - ``<id>_prob_WT.nii.gz`` (``_TC``, ``_ET``; only with ``probabilities=True``): float32 region
   probabilities in [0, 1];
-- ``report.png``: axial, coronal and sagittal slices through the tumor with the label overlay,
-  genotype probability bars and a volume table;
+- ``report.png``: T1 post-contrast beside FLAIR, axial, coronal and sagittal slices through the tumor
+  with a translucent label overlay, slice positions and R/L, A/P, S/I markers on every view; genotype
+  (probability bars, or "not available" with the model card's reason), a volume table, every warning
+  in full, the model's name and version and "research use only, trained on synthetic data";
 - ``report.json``: written last, so its presence means the case is complete (the cohort mode
-  relies on this).
+  relies on this). Its ``labels`` is the key of the label map *as written* (``--labels 2020``: ET
+  is 4 there too; a whole-tumor model's label 1 is spelled out as the whole tumor), its
+  ``genotype`` the calls of :mod:`GliomaMTLLib.inference.genotype_call`.
 
 Every file is written atomically (temporary name, then rename).
 """
@@ -18,23 +22,28 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
 from GliomaMTLLib.inference.prediction import Prediction
 from GliomaMTLLib.io.atomic import atomic_path, write_text_atomic
 from GliomaMTLLib.io.geometry import Geometry
+from GliomaMTLLib.io.output_folder import REPORT_JSON, REPORT_PNG
 from GliomaMTLLib.io.writers import write_labels, write_volume
 from GliomaMTLLib.labels import LABEL_COLORS, SEQUENCE_TITLES
 from GliomaMTLLib.preprocess import reorientation_for
 
-REPORT_JSON = "report.json"
-REPORT_PNG = "report.png"
-#: Background sequence of the report figure, first present wins.
+#: Sequences shown in the report figure, one row each: T1c beside FLAIR (edema is judged on FLAIR);
+#: when one is missing, the next present sequence takes its place (at most two rows).
 FIGURE_SEQUENCES = ("t1c", "t2f", "t2w", "t1n")
+#: Opacity of the label overlay: the image stays visible beneath every label, necrotic core included.
+OVERLAY_ALPHA = 0.4
+#: Printed on every report sheet.
+DISCLAIMER = "research use only, trained on synthetic data"
 _FALLBACK_COLORS = [(0.2, 0.5, 1.0), (1.0, 0.5, 0.0), (0.7, 0.2, 0.9)]
 
 
@@ -54,8 +63,13 @@ def write_prediction(
     probabilities: bool = False,
     images: dict[str, np.ndarray] | None = None,
     figure: bool = True,
+    stale: Iterable[Path] = (),
+    extra: dict[str, Path] | None = None,
 ) -> dict[str, Path]:
     """Write a prediction's files into ``out_dir`` (created); ``report.json`` last.
+
+    An existing ``report.json`` is removed first, so that the folder never claims a finished case while
+    it holds a mix of old and new files.
 
     Args:
         prediction: from :meth:`Predictor.predict`.
@@ -64,6 +78,10 @@ def write_prediction(
         probabilities: also write the region probability maps.
         images: the case's sequences (key -> array on the input grid), for the figure background.
         figure: write ``report.png``.
+        stale: earlier files of this case (or of a replaced case) to remove before ``report.json`` is
+            written, unless this run rewrote them (:func:`GliomaMTLLib.io.output_folder.plan_case_outputs`).
+        extra: other files of this case already written by the caller (kind -> path), listed in the
+            report and kept.
 
     Returns:
         kind (``seg``, ``prob_WT``, ..., ``report_png``, ``report_json``) -> path written.
@@ -72,7 +90,8 @@ def write_prediction(
     t0 = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Path] = {}
+    (out / REPORT_JSON).unlink(missing_ok=True)
+    written: dict[str, Path] = dict(extra or {})
     written["seg"] = write_labels(out / seg_filename(prediction.case_id), prediction.labels, prediction.geometry, convention)
     if probabilities:
         for region, array in prediction.probabilities.items():
@@ -80,6 +99,9 @@ def write_prediction(
             written[f"prob_{region}"] = write_volume(path, array, prediction.geometry)
     if figure:
         written["report_png"] = write_report_figure(prediction, out / REPORT_PNG, images)
+    for path in stale:
+        if path.name != REPORT_JSON and path.resolve() not in {p.resolve() for p in written.values()}:
+            path.unlink(missing_ok=True)
     written["report_json"] = out / REPORT_JSON
     prediction.timings["write"] = time.perf_counter() - t0
     report = prediction.report(written, label_convention=convention)
@@ -102,55 +124,83 @@ def _window(image: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi if hi > lo else lo + 1)
 
 
+def _label_color(value: int, index: int, n_labels: int) -> tuple[float, float, float]:
+    if n_labels == 1:
+        return (1.0, 0.3, 0.1)
+    return LABEL_COLORS.get(value, _FALLBACK_COLORS[index % len(_FALLBACK_COLORS)])
+
+
 def _overlay(labels: np.ndarray, names: dict[int, str]) -> np.ndarray:
+    """RGBA overlay: every label translucent (alpha :data:`OVERLAY_ALPHA`), the image visible beneath."""
     rgba = np.zeros(labels.shape + (4,), dtype=np.float32)
     for i, value in enumerate(sorted(names)):
-        color = LABEL_COLORS.get(value, _FALLBACK_COLORS[i % len(_FALLBACK_COLORS)]) if len(names) > 1 else (1.0, 0.3, 0.1)
-        rgba[labels == value] = (*color, 0.45)
+        rgba[labels == value] = (*_label_color(value, i, len(names)), OVERLAY_ALPHA)
     return rgba
 
 
-def write_report_figure(
-    prediction: Prediction, path: str | os.PathLike, images: dict[str, np.ndarray] | None = None
-) -> Path:
-    """``report.png``: three orthogonal slices with the labels, genotype bars, volume table.
+def _signed(value: float, positive: str, negative: str) -> str:
+    return f"{positive if value >= 0 else negative} {abs(value):.1f} mm"
 
-    Slices are shown in LPS-canonical orientation in radiological convention (patient left on the
-    image right), whatever the storage order of the input.
-    """
+
+def _wrapped(lines: list[str], width: int) -> str:
+    return "\n".join(textwrap.fill(line, width=width, subsequent_indent="   ") for line in lines)
+
+
+def build_report_figure(prediction: Prediction, images: dict[str, np.ndarray] | None = None) -> Any:
+    """The ``report.png`` sheet as a matplotlib ``Figure`` (see :func:`write_report_figure`)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
+    from GliomaMTLLib.inference.genotype_call import describe_call
+    from GliomaMTLLib.preprocess import reorient_geometry
+
     geometry: Geometry = prediction.geometry
     reorient = reorientation_for(geometry, "LPS")
+    canonical = reorient_geometry(geometry, reorient)
     labels = reorient.apply(prediction.labels)
     spacing = [geometry.spacing[p] for p in reorient.perm]  # x, y, z after reorientation
-    key = next((k for k in FIGURE_SEQUENCES if images and k in images), None)
-    background = reorient.apply(images[key]) if key else np.zeros(labels.shape, dtype=np.float32)
-    vmin, vmax = _window(background)
     z, y, x = _slices_through(labels)
+    centre = canonical.index_to_physical(np.array([x, y, z], dtype=float))[0]  # LPS mm
+    shape = labels.shape
+    # (title, position, slicer, aspect, origin, (left, right, top, bottom) markers), radiological convention
     views = [
-        ("axial", background[z], labels[z], spacing[1] / spacing[0], "upper"),
-        ("coronal", background[:, y, :], labels[:, y, :], spacing[2] / spacing[0], "lower"),
-        ("sagittal", background[:, :, x], labels[:, :, x], spacing[2] / spacing[1], "lower"),
+        ("axial", f"{_signed(centre[2], 'S', 'I')}, slice {z + 1}/{shape[0]}", lambda a: a[z],
+         spacing[1] / spacing[0], "upper", ("R", "L", "A", "P")),
+        ("coronal", f"{_signed(-centre[1], 'A', 'P')}, slice {y + 1}/{shape[1]}", lambda a: a[:, y, :],
+         spacing[2] / spacing[0], "lower", ("R", "L", "S", "I")),
+        ("sagittal", f"{_signed(-centre[0], 'R', 'L')}, slice {x + 1}/{shape[2]}", lambda a: a[:, :, x],
+         spacing[2] / spacing[1], "lower", ("A", "P", "S", "I")),
     ]
-    fig = Figure(figsize=(12, 8), dpi=100, layout="constrained")
+    rows = [k for k in FIGURE_SEQUENCES if images and k in images][:2] or [None]
+    fig = Figure(figsize=(12, 4.2 * len(rows) + 5.2), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(2, 3, height_ratios=[3, 2])
-    for col, (title, img, lab, aspect, origin) in enumerate(views):
-        ax = fig.add_subplot(grid[0, col])
-        ax.imshow(img, cmap="gray", vmin=vmin, vmax=vmax, aspect=aspect, origin=origin, interpolation="nearest")
-        ax.imshow(_overlay(lab, prediction.label_names), aspect=aspect, origin=origin, interpolation="nearest")
-        ax.set_title(f"{title}" + (f" ({SEQUENCE_TITLES.get(key, key)})" if key else ""))
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if col < 2:
-            ax.text(0.01, 0.5, "R", transform=ax.transAxes, color="w", va="center")
-            ax.text(0.97, 0.5, "L", transform=ax.transAxes, color="w", va="center")
+    grid = fig.add_gridspec(len(rows) + 2, 3, height_ratios=[4.0] * len(rows) + [2.6, 1.6])
+    for row, key in enumerate(rows):
+        background = reorient.apply(images[key]) if key and images else np.zeros(shape, dtype=np.float32)
+        vmin, vmax = _window(background)
+        for col, (title, position, cut, aspect, origin, marks) in enumerate(views):
+            ax = fig.add_subplot(grid[row, col])
+            ax.imshow(cut(background), cmap="gray", vmin=vmin, vmax=vmax, aspect=aspect, origin=origin,
+                      interpolation="nearest")
+            ax.imshow(_overlay(cut(labels), prediction.label_names), aspect=aspect, origin=origin,
+                      interpolation="nearest")
+            name = SEQUENCE_TITLES.get(key, key) if key else "no image"
+            ax.set_title(f"{name}: {title}, {position}", fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            style = dict(transform=ax.transAxes, color="yellow", fontsize=10, fontweight="bold")
+            left, right, top, bottom = marks
+            ax.text(0.02, 0.5, left, ha="left", va="center", **style)
+            ax.text(0.98, 0.5, right, ha="right", va="center", **style)
+            ax.text(0.5, 0.98, top, ha="center", va="top", **style)
+            ax.text(0.5, 0.02, bottom, ha="center", va="bottom", **style)
 
-    ax = fig.add_subplot(grid[1, :2])
-    bars = [(f"{task}: {cls}", p) for task, probs in prediction.genotype.items() for cls, p in probs.items()]
+    calls = prediction.calls()
+    ax = fig.add_subplot(grid[len(rows), :2])
+    bars = [(f"{task}: {cls}", p) for task, entry in calls.items() if entry["available"]
+            for cls, p in (entry["probabilities"] or {}).items()]
+    withheld = [f"{task}: {describe_call(entry)}" for task, entry in calls.items() if not entry["available"]]
     if bars:
         names, values = zip(*bars)
         ax.barh(range(len(values)), values, color="tab:blue")
@@ -160,24 +210,49 @@ def write_report_figure(
         for i, v in enumerate(values):
             ax.text(min(v + 0.01, 0.9), i, f"{v:.2f}", va="center")
         ax.set_xlabel("probability (calibrated)")
-        ax.set_title("genotype")
     else:
         ax.axis("off")
-        ax.text(0.5, 0.5, "this model predicts no genotype", ha="center", va="center")
+    if withheld or not calls:
+        text = _wrapped(withheld, 80) if withheld else "this model predicts no genotype"
+        ax.text(0.0 if bars else 0.5, -0.35 if bars else 0.5, text, transform=ax.transAxes, fontsize=9,
+                ha="left" if bars else "center", va="top" if bars else "center")
+    ax.set_title("genotype", fontsize=10)
 
-    ax = fig.add_subplot(grid[1, 2])
+    ax = fig.add_subplot(grid[len(rows), 2])
     ax.axis("off")
-    rows = [[name, f"{ml:.2f}"] for name, ml in prediction.volumes_ml.items()]
-    table = ax.table(cellText=rows, colLabels=["region / label", "volume (ml)"], loc="lower center")
+    table_rows = [[name, f"{ml:.2f}"] for name, ml in prediction.volumes_ml.items()]
+    table = ax.table(cellText=table_rows, colLabels=["region / label", "volume (ml)"], loc="lower center")
     table.scale(1, 1.2)
-    overlay = _overlay(np.array(sorted(prediction.label_names)), prediction.label_names)
-    handles = [Patch(color=tuple(overlay[i, :3]), label=name) for i, name in enumerate(
-        prediction.label_names[v] for v in sorted(prediction.label_names))]
+    values = sorted(prediction.label_names)
+    handles = [Patch(facecolor=_label_color(v, i, len(values)), alpha=OVERLAY_ALPHA, label=prediction.label_names[v])
+               for i, v in enumerate(values)]
     ax.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=8, frameon=False, handlelength=1)
+
+    ax = fig.add_subplot(grid[len(rows) + 1, :])
+    ax.axis("off")
+    warnings = [f"- {w}" for w in prediction.warnings] or ["- none"]
+    ax.text(0.0, 1.0, "warnings:\n" + _wrapped(warnings, 150), transform=ax.transAxes, va="top", ha="left",
+            fontsize=8 if len(warnings) <= 6 else 7, color="firebrick" if prediction.warnings else "black")
     model = prediction.model
-    fig.suptitle(f"{prediction.case_id} - {model.get('name')} {model.get('version')}")
-    if prediction.warnings:
-        fig.supxlabel("warnings: " + " | ".join(w[:90] for w in prediction.warnings[:3]), fontsize=7, color="firebrick")
+    fig.suptitle(
+        f"{prediction.case_id}  |  model {model.get('name')} {model.get('version')}  |  {DISCLAIMER}", fontsize=11
+    )
+    return fig
+
+
+def write_report_figure(
+    prediction: Prediction, path: str | os.PathLike, images: dict[str, np.ndarray] | None = None
+) -> Path:
+    """``report.png``: for T1 post-contrast and FLAIR side by side (rows; other sequences when those are
+    missing), axial, coronal and sagittal slices through the tumor with a translucent label overlay, the
+    slice positions (mm and index) and the anatomical directions (R/L, A/P, S/I) on every view;
+    genotype probabilities (or "not available" with the reason), a volume table, every warning
+    wrapped in full, and the model's name and version with :data:`DISCLAIMER`.
+
+    Slices are shown in LPS-canonical orientation in radiological convention (patient left on the
+    image right), whatever the storage order of the input.
+    """
+    fig = build_report_figure(prediction, images)
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

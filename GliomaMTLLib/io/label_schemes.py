@@ -135,3 +135,34 @@ def to_convention(labels: np.ndarray, convention: str = "2023") -> np.ndarray:
         out = out.copy()
         out[out == ET] = 4
     return out
+
+
+#: Plain meaning of each internal label of the BraTS label set.
+_MEANINGS: Final[dict[int, str]] = {
+    1: "necrotic / non-enhancing tumor core (NCR)",
+    2: "edema / surrounding FLAIR hyperintensity (ED)",
+    3: "enhancing tumor (ET)",
+}
+
+
+def label_key(label_names: dict[int, str], convention: str = "2023") -> dict[str, str]:
+    """File value -> meaning of the label map written with ``convention``: the key of the file as written.
+
+    For the BraTS label set {1 NCR, 2 ED, 3 ET}, enhancing tumor is keyed 4 under ``"2020"``. Any other
+    label set (a model declaring its own, e.g. a whole-tumor model ``{1: "tumor"}``) is keyed by its own
+    values, and a single foreground label is spelled out as the whole tumor, so that nobody reads it
+    as BraTS label 1 (necrotic core).
+
+    Raises:
+        ValueError: unknown convention.
+    """
+    if str(convention) not in WRITE_CONVENTIONS:
+        raise ValueError(f"unknown label convention {convention!r}; expected one of {WRITE_CONVENTIONS}")
+    values = sorted(int(v) for v in label_names)
+    if values == [1, 2, 3]:
+        return {str(4 if (v == ET and convention == "2020") else v): _MEANINGS[v] for v in values}
+    if len(values) == 1:
+        name = label_names[values[0]]
+        return {str(values[0]): f"whole tumor ({name}: every tumor compartment together; this model does not "
+                                f"separate necrotic core, edema and enhancing tumor)"}
+    return {str(v): label_names[v] for v in values}

@@ -34,6 +34,12 @@ LABEL_NAMES: Final[frozenset[str]] = frozenset(
 LABEL_KEY: Final = "label"
 
 _SPLIT = re.compile(r"[_\-.\s]+")
+#: What to do when a file's name does not say which sequence it holds (every option exists in the CLI).
+NAMING_HINT: Final = (
+    "name the files t1n/t1c/t2w/t2f (or t1, t1ce, t2, flair), optionally after a case id "
+    "('<id>-t1n.nii.gz', '<id>_flair.nii.gz'), or pass the files explicitly, each with its sequence "
+    "(gliomamtl predict --t1n FILE --t1c FILE --t2w FILE --t2f FILE)"
+)
 
 
 def split_image_name(path: str | os.PathLike) -> tuple[str, str] | None:
@@ -107,8 +113,8 @@ def _assign(found: dict[str, Path], key: str, path: Path) -> None:
     if key in found:
         what = "the label map" if key == LABEL_KEY else f"sequence {key}"
         raise DuplicateSequenceError(
-            f"two files map to {what}: {found[key]} and {path}; keep only one (or pass an explicit "
-            f"mapping of sequence name to file)",
+            f"two files map to {what}: {found[key]} and {path}; keep only one in the folder, or pass the "
+            f"files explicitly, each with its sequence (gliomamtl predict --t1n FILE --t1c FILE --t2w FILE --t2f FILE)",
             [found[key], path],
         )
     found[key] = path
@@ -131,9 +137,7 @@ def identify_files(paths: Iterable[str | os.PathLike]) -> tuple[dict[str, Path],
         ident = identify_file(path)
         if ident is None:
             raise UnknownSequenceError(
-                f"cannot tell which sequence {path} is from its name; name it like "
-                f"'<id>-t1n.nii.gz', '<id>_flair.nii.gz' or 'seg.nii.gz', or pass a mapping "
-                f"{{sequence: path}}",
+                f"cannot tell which sequence {path} is from its name; {NAMING_HINT}",
                 path,
             )
         _assign(found, ident[0], path)
@@ -141,8 +145,11 @@ def identify_files(paths: Iterable[str | os.PathLike]) -> tuple[dict[str, Path],
     return _ordered(found), prefixes
 
 
-def find_sequence_files(folder: str | os.PathLike) -> tuple[dict[str, Path], list[str]]:
+def find_sequence_files(folder: str | os.PathLike, labels: bool = True) -> tuple[dict[str, Path], list[str]]:
     """Recognized sequence and label files directly inside ``folder``.
+
+    Args:
+        labels: also look for the label map; False ignores label files (two of them are then no error).
 
     Returns:
         (key -> path, in ``SEQUENCES`` order then ``"label"``; name prefixes of those files).
@@ -161,11 +168,19 @@ def find_sequence_files(folder: str | os.PathLike) -> tuple[dict[str, Path], lis
         if not path.is_file():
             continue
         ident = identify_file(path)
-        if ident is None:
+        if ident is None or (ident[0] == LABEL_KEY and not labels):
             continue
         _assign(found, ident[0], path)
         prefixes.append(ident[1])
     return _ordered(found), prefixes
+
+
+def unrecognized_image_files(folder: str | os.PathLike) -> list[Path]:
+    """Image files directly inside ``folder`` whose names identify no sequence and no label map."""
+    return [
+        p for p in sorted(Path(folder).iterdir())
+        if p.is_file() and not p.name.startswith(".") and split_image_name(p) is not None and identify_file(p) is None
+    ]
 
 
 def _ordered(found: dict[str, Path]) -> dict[str, Path]:
@@ -177,3 +192,15 @@ def common_prefix(prefixes: list[str]) -> str | None:
     if prefixes and all(p == prefixes[0] for p in prefixes) and prefixes[0]:
         return prefixes[0]
     return None
+
+
+def unrecognized_note(folder: str | os.PathLike | None) -> str:
+    """``"; could not tell which sequence these files are: ...: <what to do>"`` for the image files of
+    ``folder`` whose names identify nothing, or ``""`` (for messages about missing sequences)."""
+    if folder is None or not Path(folder).is_dir():
+        return ""
+    unknown = unrecognized_image_files(folder)
+    if not unknown:
+        return ""
+    names = ", ".join(p.name for p in unknown[:8]) + (", ..." if len(unknown) > 8 else "")
+    return f"; could not tell which sequence these files are: {names}: {NAMING_HINT}"

@@ -24,6 +24,8 @@ from GliomaMTLLib.io.geometry import Geometry
 from GliomaMTLLib.io.label_schemes import convert_labels
 from GliomaMTLLib.io.layout import (
     LABEL_KEY,
+    NAMING_HINT,
+    unrecognized_image_files,
     common_prefix,
     find_sequence_files,
     identify_file,
@@ -31,6 +33,7 @@ from GliomaMTLLib.io.layout import (
     sequence_key,
     split_image_name,
 )
+from GliomaMTLLib.io.registration import check_registration
 from GliomaMTLLib.io.validation import (
     MIN_OVERLAP,
     CaseInputError,
@@ -52,11 +55,13 @@ PathLike = Union[str, os.PathLike]
 CaseSource = Union[PathLike, Mapping[str, PathLike], Sequence[PathLike]]
 
 
-def _resample_onto(image: sitk.Image, reference: Geometry, interpolator: int, pixel_type: int) -> sitk.Image:
-    """Resample ``image`` onto the ``reference`` grid (identity transform, outside = 0)."""
+def _resample_onto(
+    image: sitk.Image, reference: Geometry, interpolator: int, pixel_type: int, outside: float = 0.0
+) -> sitk.Image:
+    """Resample ``image`` onto the ``reference`` grid (identity transform, ``outside`` beyond its field of view)."""
     ref = sitk.Image([int(s) for s in reference.size], pixel_type)
     reference.apply_to(ref)
-    return sitk.Resample(image, ref, sitk.Transform(), interpolator, 0.0, pixel_type)
+    return sitk.Resample(image, ref, sitk.Transform(), interpolator, outside, pixel_type)
 
 
 def _onto_reference(
@@ -69,25 +74,33 @@ def _onto_reference(
     notes: list[str] | None,
     *,
     label: bool,
+    field_of_view: list[np.ndarray] | None = None,
 ) -> np.ndarray:
     """Check that ``image`` (on ``geometry``) may be resampled onto ``reference``, do it, note it.
 
     Images use linear interpolation (float32), label maps nearest neighbour (uint8); voxels outside
-    the source field of view become 0.
+    the source field of view become 0. For images, ``field_of_view`` (if given) receives the boolean
+    mask of the reference voxels the source covers.
     """
     fraction = check_grid_compatible(geometry, reference, path, reference_path or "the reference grid", min_overlap)
     if label:
         resampled = _resample_onto(image, reference, sitk.sitkNearestNeighbor, sitk.sitkUInt8)
         what, how = f"label map {path}", "nearest neighbour (voxels outside its field of view set to background)"
     else:
-        resampled = _resample_onto(image, reference, sitk.sitkLinear, sitk.sitkFloat32)
+        resampled = _resample_onto(image, reference, sitk.sitkLinear, sitk.sitkFloat32, outside=float("nan"))
         what, how = f"{path}", "linear interpolation (voxels outside its field of view set to 0)"
     if notes is not None:
         notes.append(
             f"{what} is on a different grid than {reference_path or 'the reference'} "
             f"(field-of-view overlap {fraction:.0%}); resampled onto the reference grid with {how}"
         )
-    return sitk.GetArrayFromImage(resampled)
+    array = sitk.GetArrayFromImage(resampled)
+    if not label:
+        outside = np.isnan(array)
+        array[outside] = 0.0
+        if field_of_view is not None:
+            field_of_view.append(~outside)
+    return array
 
 
 def read_volume(
@@ -97,6 +110,7 @@ def read_volume(
     *,
     notes: list[str] | None = None,
     min_overlap: float = MIN_OVERLAP,
+    field_of_view: list[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, Geometry]:
     """Read one MR volume as float32 (z, y, x), validated, optionally on a reference grid.
 
@@ -106,6 +120,8 @@ def read_volume(
         reference_path: file the reference grid came from (error messages).
         notes: list that receives warnings (squeezed 4D, resampling).
         min_overlap: see :func:`GliomaMTLLib.io.validation.check_grid_compatible`.
+        field_of_view: list that receives, when the volume is resampled, the boolean mask of the
+            reference voxels its field of view covers.
 
     Returns:
         (float32 array on the returned grid, that grid).
@@ -126,7 +142,7 @@ def read_volume(
         return array, (geometry if reference is None else reference)
     resampled = _onto_reference(
         sitk.Cast(image, sitk.sitkFloat32), geometry, reference, path, reference_path, min_overlap, notes,
-        label=False,
+        label=False, field_of_view=field_of_view,
     )
     return resampled.astype(np.float32, copy=False), reference
 
@@ -167,13 +183,15 @@ def read_label_map(
     return resampled.astype(np.uint8, copy=False), used
 
 
-def resolve_case_files(source: CaseSource) -> tuple[dict[str, Path], str, Path | None]:
+def resolve_case_files(source: CaseSource, labels: bool = True) -> tuple[dict[str, Path], str, Path | None]:
     """Turn a ``read_case`` source into ``(key -> file, default case id, folder or None)``.
 
-    Keys are sequence keys in ``SEQUENCES`` order, then ``"label"``.
+    Keys are sequence keys in ``SEQUENCES`` order, then ``"label"``. With ``labels=False`` label maps
+    in a folder are ignored (extra files that prediction never reads are no reason to refuse a case).
 
     Raises:
-        MissingFileError, UnknownSequenceError, DuplicateSequenceError, CaseInputError.
+        MissingFileError, UnknownSequenceError (also: a folder whose image files all have names that
+        identify no sequence), DuplicateSequenceError, CaseInputError.
     """
     if isinstance(source, Mapping):
         files: dict[str, Path] = {}
@@ -195,7 +213,16 @@ def resolve_case_files(source: CaseSource) -> tuple[dict[str, Path], str, Path |
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.is_dir():
-            files, prefixes = find_sequence_files(path)
+            files, prefixes = find_sequence_files(path, labels=labels)
+            if not any(k in SEQUENCES for k in files):
+                unknown = unrecognized_image_files(path)
+                if unknown:
+                    names = ", ".join(p.name for p in unknown[:8]) + (", ..." if len(unknown) > 8 else "")
+                    raise UnknownSequenceError(
+                        f"found {len(unknown)} image file(s) in folder {path} but could not tell which sequence "
+                        f"each is ({names}): {NAMING_HINT}",
+                        unknown,
+                    )
             return files, common_prefix(prefixes) or path.name, path
         if path.is_file() or split_image_name(path) is not None:
             source = [path]
@@ -234,6 +261,7 @@ def read_case(
     reference: str | None = None,
     label_scheme: str = "auto",
     min_overlap: float = MIN_OVERLAP,
+    check_registered: bool = True,
 ) -> Case:
     """Read a case's MR sequences (and label map, if present) onto one grid.
 
@@ -253,6 +281,8 @@ def read_case(
         label_scheme: ``"auto"``, ``"2013"``, ``"2020"`` or ``"2023"``
             (see :func:`GliomaMTLLib.io.label_schemes.convert_labels`).
         min_overlap: minimum field-of-view overlap for resampling a sequence onto the reference.
+        check_registered: refuse sequences grossly misregistered to the reference one and warn
+            about mildly misregistered ones (:mod:`GliomaMTLLib.io.registration`).
 
     Returns:
         A :class:`Case` with float32 images, internal uint8 labels (or None), ``sources`` and
@@ -261,7 +291,8 @@ def read_case(
     Raises:
         CaseInputError subclasses (all ``ValueError``) naming the file(s) and the problem:
         MissingFileError, UnreadableFileError, InvalidVolumeError, LabelValueError,
-        DuplicateSequenceError, UnknownSequenceError, MissingSequenceError, GridMismatchError.
+        DuplicateSequenceError, UnknownSequenceError, MissingSequenceError, GridMismatchError,
+        MisregistrationError.
     """
     files, default_id, folder = resolve_case_files(source)
     where = f"folder {folder}" if folder is not None else "the given files"
@@ -301,11 +332,20 @@ def read_case(
     ref_path = files[ref_key]
     ref_array, geometry = read_volume(ref_path, notes=notes)
     images = {ref_key: ref_array}
+    fields_of_view: dict[str, np.ndarray] = {}
     for key in present:
         if key == ref_key:
             continue
-        images[key], _ = read_volume(files[key], geometry, ref_path, notes=notes, min_overlap=min_overlap)
+        fov: list[np.ndarray] = []
+        images[key], _ = read_volume(
+            files[key], geometry, ref_path, notes=notes, min_overlap=min_overlap, field_of_view=fov
+        )
+        if fov:
+            fields_of_view[key] = fov[0]
     images = {k: images[k] for k in present}
+    if check_registered and len(images) > 1:
+        notes += check_registration(images, ref_key, files, fields_of_view)
+    del fields_of_view
 
     label = None
     if LABEL_KEY in files:

@@ -102,10 +102,14 @@ def read_sitk_image(path: str | os.PathLike, notes: list[str] | None = None) -> 
 
     Raises:
         MissingFileError: the file does not exist.
-        UnreadableFileError: SimpleITK cannot read it.
+        UnreadableFileError: SimpleITK cannot read it, or it holds less image data than its header
+            promises (:mod:`GliomaMTLLib.io.completeness`: truncated or damaged).
         InvalidVolumeError: it is not a 3D scalar volume.
     """
+    from GliomaMTLLib.io.completeness import check_complete  # imports this module
+
     path = check_exists(path)
+    check_complete(path)  # ITK reads a NIfTI file cut short without a word (zeros for the missing voxels)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:  # SimpleITK reports every reading failure as RuntimeError

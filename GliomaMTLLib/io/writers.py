@@ -10,7 +10,9 @@ would name the temporary data file.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from pathlib import Path
 from typing import Final
 
@@ -50,14 +52,35 @@ def write_image(path: str | os.PathLike, image: sitk.Image, compression_level: i
 
     Raises:
         ValueError: unsupported extension.
-        RuntimeError: SimpleITK failed (nothing is left under ``path``; an old file stays intact).
+        OSError: the file could not be written (names ``path`` and the reason; ``ENOSPC`` when the disk
+            is full); nothing is left under ``path`` and an old file stays intact.
     """
     path = Path(path)
     _check_extension(path)
     compress = not path.name.lower().endswith(".nii")  # .nii.gz, .nrrd (gzip encoding), .mha
     with atomic_path(path) as tmp:
-        sitk.WriteImage(image, str(tmp), compress, int(compression_level))
+        try:
+            sitk.WriteImage(image, str(tmp), compress, int(compression_level))
+        except RuntimeError as exc:  # ITK reports every write failure (disk full included) as RuntimeError
+            raise _write_error(path, exc) from exc
     return path
+
+
+def free_bytes(folder: Path) -> int:
+    """Free space (bytes) on the disk holding ``folder``."""
+    return shutil.disk_usage(folder).free
+
+
+def _write_error(path: Path, exc: RuntimeError) -> OSError:
+    """An ITK write failure as an OSError naming ``path``: ENOSPC when the disk is (nearly) full."""
+    detail = str(exc).strip().splitlines()[-1].replace("sitk::ERROR: ", "") if str(exc).strip() else "unknown error"
+    try:
+        full = free_bytes(path.parent) < 16 * 2**20
+    except OSError:
+        full = False
+    if full:
+        return OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (writing the image failed: {detail})", str(path))
+    return OSError(errno.EIO, f"writing the image failed: {detail}", str(path))
 
 
 def _check_shape(array: np.ndarray, geometry: Geometry, what: str, path: Path) -> None:

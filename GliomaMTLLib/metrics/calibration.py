@@ -110,3 +110,64 @@ def expected_calibration_error(
     acc_sum = np.bincount(bins, weights=correct, minlength=n_bins)
     conf_sum = np.bincount(bins, weights=conf, minlength=n_bins)
     return float(np.abs(acc_sum - conf_sum).sum() / len(y))
+
+
+def reliability_curve(
+    probs: np.ndarray, y_true: np.ndarray, *, n_bins: int = 10
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Binary reliability curve: per equal-width bin of P(class 1), the mean predicted probability,
+    the observed frequency of class 1, and the count (``-1`` labels ignored; empty bins are NaN).
+
+    Args:
+        probs: (N, 2) probabilities or (N,) probability of class 1.
+        y_true: (N,) class ids 0/1, ``-1`` unknown.
+        n_bins: bins on [0, 1].
+
+    Returns:
+        ``(mean_predicted, observed_frequency, counts)``, each (n_bins,).
+    """
+    y, p = _known(y_true, probs)
+    if p.shape[1] != 2:
+        raise ValueError(f"reliability_curve is for binary tasks; got {p.shape[1]} classes")
+    q = p[:, 1]
+    bins = np.clip((q * n_bins).astype(np.int64), 0, n_bins - 1)
+    counts = np.bincount(bins, minlength=n_bins).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_pred = np.bincount(bins, weights=q, minlength=n_bins) / counts
+        observed = np.bincount(bins, weights=(y == 1).astype(np.float64), minlength=n_bins) / counts
+    return mean_pred, observed, counts
+
+
+def plot_reliability(
+    tasks: dict[str, tuple[np.ndarray, np.ndarray]], out_png: str, *, n_bins: int = 10, dpi: int = 120
+) -> str:
+    """Reliability diagram PNG (atomically), one panel per binary task ``{task: (y_true, probs)}``:
+    observed frequency against mean predicted probability per bin, marker area ~ bin count, with
+    the task's ECE (top-label, 15 bins as :func:`expected_calibration_error`) in the title."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from GliomaMTLLib.io.atomic import atomic_path
+
+    if not tasks:
+        raise ValueError("plot_reliability needs at least one task")
+    fig = Figure(figsize=(4.0 * len(tasks), 4.2))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(tasks), squeeze=False)[0]
+    for ax, (task, (y, p)) in zip(axes, tasks.items()):
+        mean_pred, observed, counts = reliability_curve(p, y, n_bins=n_bins)
+        ok = counts > 0
+        ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="0.6")
+        ax.plot(mean_pred[ok], observed[ok], "-", lw=1.2, color="C0")
+        ax.scatter(mean_pred[ok], observed[ok], s=10 + 140 * counts[ok] / counts.max(), color="C0", zorder=3)
+        ece = expected_calibration_error(p, y)
+        ax.set_title(f"{task}: ECE {ece:.3f} (n={int(counts.sum())})")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
+        ax.set_xlabel("mean predicted probability")
+        ax.set_ylabel("observed frequency")
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    return str(out_png)

@@ -18,15 +18,27 @@ from GliomaMTLLib.nets.config import (
     default_regions,
     localizer_config,
 )
-from GliomaMTLLib.nets.cpu import configure_cpu_inference, tune_malloc_for_large_tensors
-from GliomaMTLLib.nets.multitask import (
-    MultiTaskNet,
-    build_network,
-    count_parameters,
-    global_pool,
-    parameter_megabytes,
-)
-from GliomaMTLLib.nets.regions import label_map, region_probabilities, seg_probabilities
+
+# The torch/MONAI modules load on first use (PEP 562): `NetConfig` and `default_regions` are
+# needed where no network is built (command line, an ONNX-cached prediction), and importing MONAI
+# costs seconds. Name -> defining module.
+_LAZY = {
+    "configure_cpu_inference": "cpu", "tune_malloc_for_large_tensors": "cpu",
+    "MultiTaskNet": "multitask", "build_network": "multitask", "count_parameters": "multitask",
+    "global_pool": "multitask", "parameter_megabytes": "multitask",
+    "label_map": "regions", "region_probabilities": "regions", "seg_probabilities": "regions",
+}
+
+
+def __getattr__(name: str):  # noqa: ANN202
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "HEAD_POOLS",

@@ -183,11 +183,12 @@ class Decoder(nn.Module):
         return self.out(x), outputs
 
 
-def seg_composition(seg_logits: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+def seg_composition(seg_logits: torch.Tensor, eps: float = 1e-6, detach: bool = True) -> torch.Tensor:
     """(B, C, ...) seg logits -> (B, C): mean P(WT) over the volume, then the share of each tumor
     label 1..C-1 within the predicted tumor (soft volumes; zeros when there is no tumor).
-    Computed from the detached softmax, so the genotype loss does not reshape the segmentation."""
-    p = torch.softmax(seg_logits.detach().float(), dim=1).flatten(2).sum(dim=2)  # (B, C) soft volumes
+    Computed from the detached softmax (``detach``), so the genotype loss does not reshape the
+    segmentation; the values are the same either way."""
+    p = torch.softmax((seg_logits.detach() if detach else seg_logits).float(), dim=1).flatten(2).sum(dim=2)
     tumor = p[:, 1:].sum(dim=1, keepdim=True)
     shares = p[:, 1:] / (tumor + eps)
     return torch.cat([tumor / p.sum(dim=1, keepdim=True), shares], dim=1).to(seg_logits.dtype)
@@ -276,6 +277,10 @@ class MultiTaskNet(nn.Module):
         if not isinstance(config, NetConfig):
             raise TypeError(f"MultiTaskNet expects a NetConfig, got {type(config).__name__}; use build_network(dict)")
         self.config = config
+        # Training-time gradient stops (seg_summary, gate_detach). False gives the exact gradient of
+        # the outputs with respect to the input (integrated gradients, GliomaMTLLib.inference.task_logits);
+        # the outputs are the same either way.
+        self.detach_summaries = True
         f = config.features
         self.encoder = Encoder(config.in_channels, f, config)
         self.decoder = Decoder(f, config.num_seg_classes, config)
@@ -399,7 +404,7 @@ class MultiTaskNet(nn.Module):
                 maps = self._gated_maps(x, seg)
             pooled = torch.cat([proj(m) for proj, m in zip(self.projections, maps)], dim=1)
             if cfg.seg_summary:
-                pooled = torch.cat([pooled, seg_composition(seg)], dim=1)
+                pooled = torch.cat([pooled, seg_composition(seg, detach=self.detach_summaries)], dim=1)
             genotype, embedding = self.classifiers(pooled, tabular)
         out["genotype"] = genotype
         if return_embedding:
@@ -410,7 +415,7 @@ class MultiTaskNet(nn.Module):
         """000: the predicted tumor probability P(WT) = 1 - p(background) gates the input of a
         second encoder; its two deepest levels feed the genotype head."""
         p_wt = 1.0 - torch.softmax(seg_logits, dim=1)[:, :1]
-        if self.config.gate_detach:
+        if self.config.gate_detach and self.detach_summaries:
             p_wt = p_wt.detach()
         assert self.gate_encoder is not None
         levels = self.gate_encoder(x * p_wt)

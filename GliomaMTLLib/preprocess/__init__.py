@@ -19,6 +19,7 @@ from GliomaMTLLib.preprocess.pipeline import (
     labels_from_probabilities_on_input_grid,
     preprocess,
     preprocess_label,
+    to_input_box,
     to_input_grid,
 )
 from GliomaMTLLib.preprocess.spatial import (
@@ -51,6 +52,7 @@ __all__ = [
     "reorientation_for",
     "resample",
     "resampled_geometry",
+    "to_input_box",
     "to_input_grid",
     "uncrop",
     "zscore",

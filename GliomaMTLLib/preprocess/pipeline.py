@@ -194,15 +194,21 @@ def _canonical_grid(geometry: Geometry, config: PreprocessConfig) -> tuple[Reori
 
 
 def preprocess(
-    case: Case, sequences: Sequence[str] | None = None, config: PreprocessConfig | None = None
+    case: Case,
+    sequences: Sequence[str] | None = None,
+    config: PreprocessConfig | None = None,
+    fill_missing: Sequence[str] = (),
 ) -> Preprocessed:
     """Reorient, resample, brain-crop and normalize the given sequences of a case.
 
     Args:
         case: the patient's co-registered sequences.
-        sequences: sequence keys in channel order (the model's required sequences); None = all
+        sequences: sequence keys in channel order (the model's input sequences); None = all
             sequences the case has, in canonical order.
         config: preprocessing settings; None = defaults (native spacing, LPS, brain crop, z-score).
+        fill_missing: sequences of ``sequences`` the case may lack: their channel is all zeros,
+            which after z-scoring is what training's sequence dropout feeds the network (the
+            brain mask then comes from the sequences present). At least one must be present.
 
     Returns:
         :class:`Preprocessed`.
@@ -215,13 +221,16 @@ def preprocess(
     wanted = tuple(sequences) if sequences is not None else case.sequences
     if not wanted:
         raise ValueError(f"case {case.case_id}: no sequences requested")
-    missing = [s for s in wanted if s not in case.images]
-    if missing:
-        raise KeyError(f"case {case.case_id} lacks required sequence(s) {missing}; it has {list(case.sequences)}")
+    missing = [s for s in wanted if s not in case.images and s not in fill_missing]
+    present = [s for s in wanted if s in case.images]
+    if missing or not present:
+        raise KeyError(
+            f"case {case.case_id} lacks required sequence(s) {missing or list(wanted)}; it has {list(case.sequences)}"
+        )
 
     source = case.geometry
     reorientation, reoriented, target = _canonical_grid(source, config)
-    arrays = [np.asarray(case.images[s]) for s in wanted]
+    arrays = [np.asarray(case.images[s]) for s in present]
     brain = _nonzero(arrays)
     if not brain.any():
         if config.crop_to_brain or config.normalize == "zscore":
@@ -266,12 +275,15 @@ def preprocess(
         box = CropBox.full(target.shape)
     # The box on the region's arrays; crop() pads with zeros (background) where the margin leaves it.
     local = CropBox(tuple(a - r for a, r in zip(box.start, region.start)), box.size)  # type: ignore[arg-type]
-    image = np.empty((len(wanted),) + box.size, dtype=np.float32)
-    for c, channel in enumerate(channels):
-        crop(channel, local, out=image[c])
+    image = np.zeros((len(wanted),) + box.size, dtype=np.float32)  # absent sequences stay 0
+    for s, channel in zip(present, channels):
+        crop(channel, local, out=image[wanted.index(s)])
+    del channels
     mask = crop(brain, local)
     if config.normalize == "zscore":
-        zscore(image, mask, inplace=True)
+        for c, s in enumerate(wanted):
+            if s in case.images:
+                zscore(image[c : c + 1], mask, inplace=True)
 
     record = SpatialRecord(source, reorientation, reoriented, target, box)
     return Preprocessed(image=image, brain_mask=mask, record=record, sequences=wanted)
@@ -363,6 +375,30 @@ def to_input_grid(
     if resampled is None:
         return np.full(shape, fill, dtype=volume.dtype)
     return uncrop(resampled[0], resampled[1], shape, fill)
+
+
+def to_input_box(
+    volume: np.ndarray, record: SpatialRecord, kind: Kind = "label", fill: float = 0
+) -> tuple[np.ndarray, tuple[slice, slice, slice]]:
+    """:func:`to_input_grid` restricted to the part of the input grid the crop covers.
+
+    Returns:
+        ``(values, slices)``: ``values`` (``[C,]`` + box shape) are what :func:`to_input_grid`
+        gives at ``[..., *slices]`` of the input grid; everywhere else it gives ``fill``. A large
+        input grid is then never allocated in full (a 512x512x400 volume is 420 MB per float32
+        channel).
+    """
+    volume = _check_on_preprocessed_grid(volume, record, kind)
+    shape = volume.shape[:-3] + record.input_geometry.shape
+    if not record.resampled:
+        slices = record.reorientation.source_slices(record.crop.slices, shape)
+        return np.ascontiguousarray(record.reorientation.inverse().apply(volume)), slices
+    resampled = _resample_to_input(volume, record, kind, fill)
+    if resampled is None:
+        empty = (slice(0, 0),) * 3
+        return np.full(volume.shape[:-3] + (0, 0, 0), fill, dtype=volume.dtype), empty  # type: ignore[return-value]
+    values, box = resampled
+    return values, box.slices  # type: ignore[return-value]
 
 
 def labels_from_probabilities_on_input_grid(

@@ -7,17 +7,18 @@ Main entry points:
     synthesize(...) -> SynthResult   (the case plus the maps and parameters that made it)
     save_preview(cases, png) / preview_folder(folder, png)
 
-Everything is seeded: the same seed gives identical arrays. Requires nilearn (its packaged MNI152
+Everything is seeded: the same seed gives identical arrays (for one ``GENERATOR_VERSION``). Requires nilearn (its packaged MNI152
 templates; no download).
 """
 
 from GliomaMTLLib.synth.cohort import (LABELS_CSV_COLUMNS, case_id_for, case_seed, generate_cohort,
                                        write_case_files)
-from GliomaMTLLib.synth.generator import FULL_GRID, SMALL_GRID, SynthResult, generate_case, synthesize
+from GliomaMTLLib.synth.generator import FULL_GRID, GENERATOR_VERSION, SMALL_GRID, SynthResult, generate_case, synthesize
 from GliomaMTLLib.synth.preview import preview_folder, save_preview
 
 __all__ = [
     "FULL_GRID",
+    "GENERATOR_VERSION",
     "LABELS_CSV_COLUMNS",
     "SMALL_GRID",
     "SynthResult",

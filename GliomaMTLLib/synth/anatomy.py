@@ -8,7 +8,10 @@ What is prepared:
   * candidate tumour centres: points on a 2 mm lattice inside the brain with their smoothed tissue
     fractions, depth below the brain surface and anatomical region (frontal, temporal, ...), used to
     draw genotype-dependent locations;
-  * a sample of brain-surface points, to bound the deformed brain on the output grid.
+  * a sample of brain-surface points, to bound the deformed brain on the output grid;
+  * the signed distance (mm, negative inside) to the ventricular system (lateral, third and fourth
+    ventricles: template CSF inside anatomical boxes, deep below the surface), so each phantom can
+    grow or shrink its ventricles to any size and render them as sharp pure fluid.
 
 The 1 mm preparation is cached in-process and, unless disabled, as an ``.npz`` file under
 ``$GLIOMAMTL_CACHE``/anatomy (default: the user cache folder; ``GLIOMAMTL_CACHE=none`` disables it), which
@@ -29,10 +32,13 @@ import SimpleITK as sitk
 from GliomaMTLLib.io.atomic import atomic_path
 
 # Bumped whenever the preparation below changes, so stale caches are ignored.
-_CACHE_VERSION = 3
+_CACHE_VERSION = 4
 # RAS z (mm, MNI) below which the brain mask is cut: the foramen magnum level of a skull-strip.
 _BRAINSTEM_CUT_Z = -62.0
 _LPS_FLIP = np.array([-1.0, -1.0, 1.0])
+# Signed distances to the ventricles are stored as int8 in steps of 1/_SDF_STEPS mm (|d| <= 10 mm).
+_SDF_STEPS = 12.0
+VENTRICLE_SDF_MAX_MM = 10.0
 
 # Region bit flags of the candidate tumour centres (see `_regions`).
 REGIONS: dict[str, int] = {
@@ -54,6 +60,8 @@ class Anatomy:
     Attributes:
         spacing: template voxel size (mm) of ``gm``, ``wm``, ``csf``.
         gm, wm, csf: float32 SimpleITK probability images (LPS geometry of the template).
+        vent: float32 SimpleITK image, signed distance (mm) to the ventricle surface (negative
+            inside, clipped to +-``VENTRICLE_SDF_MAX_MM``).
         center_lps: centre (mm, LPS) of the brain's bounding box in template space.
         extent_mm: brain bounding-box size (mm) along LPS x, y, z.
         surface_lps: (N, 3) points (mm, LPS) on the brain surface.
@@ -67,6 +75,7 @@ class Anatomy:
     gm: sitk.Image
     wm: sitk.Image
     csf: sitk.Image
+    vent: sitk.Image
     center_lps: np.ndarray
     extent_mm: np.ndarray
     surface_lps: np.ndarray
@@ -107,6 +116,29 @@ def _regions(ras: np.ndarray) -> np.ndarray:
     ):
         flags[member] |= REGIONS[name]
     return flags
+
+
+def _ventricles(csf: np.ndarray, depth: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Ventricular system of the template: CSF inside boxes (MNI RAS mm, checked on slices of the
+    ICBM 2009a template) of the lateral, third and fourth ventricles, deep below the surface, so
+    the interhemispheric fissure, Sylvian fissures and cortical sulci are left out."""
+    from scipy import ndimage
+
+    i, j, k = (np.arange(n, dtype=np.float32) for n in csf.shape)
+    x = (i * affine[0, 0] + affine[0, 3])[:, None, None]
+    y = (j * affine[1, 1] + affine[1, 3])[None, :, None]
+    z = (k * affine[2, 2] + affine[2, 3])[None, None, :]
+    ax = np.abs(x)
+    fluid = csf > 0.35
+    lateral = (ax <= 34) & (y >= -50) & (y <= 35) & (z >= -2) & (z <= 36) & (depth >= 12) & ~((ax < 3) & (z > 22))
+    third = (ax <= 4) & (y >= -28) & (y <= 2) & (z >= -10) & (z <= 16) & (depth >= 6)
+    fourth = (ax <= 10) & (y >= -56) & (y <= -34) & (z >= -46) & (z <= -18) & (depth >= 8)
+    vent = fluid & (lateral | third | fourth)
+    lab, n = ndimage.label(vent)
+    if n > 1:  # drop specks
+        sizes = ndimage.sum(vent, lab, index=np.arange(1, n + 1))
+        vent = np.isin(lab, 1 + np.flatnonzero(sizes >= 500))
+    return vent
 
 
 def _load_nilearn() -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -154,6 +186,11 @@ def _prepare_base() -> dict[str, np.ndarray]:
 
     # Candidate tumour centres: a 2 mm lattice inside the brain.
     depth = ndimage.distance_transform_edt(mask, sampling=np.abs(np.diag(affine)[:3]))
+    vent = _ventricles(csf, depth, affine)
+    sampling = np.abs(np.diag(affine)[:3])
+    sdf = ndimage.distance_transform_edt(~vent, sampling=sampling) - ndimage.distance_transform_edt(vent, sampling=sampling)
+    sdf = np.clip(sdf, -VENTRICLE_SDF_MAX_MM, VENTRICLE_SDF_MAX_MM)
+    out["vent_sdf"] = np.round(sdf * _SDF_STEPS).astype(np.int8)
     sm = {k: ndimage.gaussian_filter(v.astype(np.float32), 2.0) for k, v in (("gm", gm), ("wm", wm), ("csf", csf))}
     sub = (slice(0, None, 2),) * 3
     sel = mask[sub] & (depth[sub] >= 4.0)
@@ -258,6 +295,10 @@ def load_anatomy(spacing: int = 1) -> Anatomy:
         if factor > 1:
             array = _block_mean(array, factor)
         maps[key] = _to_image(array, coarse)
+    sdf = base["vent_sdf"].astype(np.float32) / _SDF_STEPS
+    if factor > 1:
+        sdf = _block_mean(sdf, factor)
+    maps["vent"] = _to_image(sdf, coarse)
     bbox = base["bbox_ras"].astype(float)
     center_lps = bbox.mean(0) * _LPS_FLIP
     return Anatomy(
@@ -265,6 +306,7 @@ def load_anatomy(spacing: int = 1) -> Anatomy:
         gm=maps["gm"],
         wm=maps["wm"],
         csf=maps["csf"],
+        vent=maps["vent"],
         center_lps=center_lps,
         extent_mm=bbox[1] - bbox[0],
         surface_lps=base["surface_lps"].astype(float),

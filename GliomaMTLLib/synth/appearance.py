@@ -24,37 +24,57 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from GliomaMTLLib.labels import SEQUENCES
+from GliomaMTLLib.synth.distractors import DISTRACTOR_CLASSES
 from GliomaMTLLib.synth.tumor import CORE_CLASSES
 
 NORMAL_CLASSES: tuple[str, ...] = ("csf", "gm", "wm")
-CLASSES: tuple[str, ...] = NORMAL_CLASSES + CORE_CLASSES + ("edema", "vessel")
+CLASSES: tuple[str, ...] = NORMAL_CLASSES + CORE_CLASSES + ("edema",) + DISTRACTOR_CLASSES
 
 # fmt: off
-# Base class means (z over brain). Sources: REAL_STATS.md for the compartments (NCR, ED, ET) and
+# Base class means (z over brain; the `RELATIVE` classes below are set from their reference class). Sources: REAL_STATS.md for the compartments (NCR, ED, ET) and
 # normal-brain percentiles; textbook ordering for the rest (cyst ~ CSF but less suppressed on
 # FLAIR; calcification dark on T2/FLAIR/T1c; T2-FLAIR mismatch core bright on T2, suppressed on
 # FLAIR; vessels/choroid plexus bright on T1c, flow voids dark on T2).
 BASE_MEANS: dict[str, dict[str, float]] = {
     "t1n": {"csf": -2.40, "gm": -0.26, "wm": 0.90, "necrosis": -1.90, "netumor": -1.30, "mm_core": -1.60,
-            "mm_rim": -1.30, "et": -1.55, "cyst": -2.45, "calc": -0.60, "edema": -1.40, "vessel": -0.9},
+            "mm_rim": -1.30, "et": -1.55, "cyst": -2.45, "calc": -0.60, "edema": -1.40, "vessel": -0.9,
+            "dura": -0.2},
     "t1c": {"csf": -2.10, "gm": -0.46, "wm": 0.54, "necrosis": -1.40, "netumor": -1.00, "mm_core": -1.30,
-            "mm_rim": -1.00, "et": 1.60, "cyst": -2.00, "calc": -1.40, "edema": -1.55, "vessel": 2.2},
+            "mm_rim": -1.00, "et": 1.60, "cyst": -2.00, "calc": -1.40, "edema": -1.55, "vessel": 2.2,
+            "dura": 2.2},
     "t2w": {"csf": 2.60, "gm": -0.36, "wm": -1.15, "necrosis": 2.45, "netumor": 1.75, "mm_core": 2.35,
-            "mm_rim": 2.00, "et": 1.85, "cyst": 2.75, "calc": -1.50, "edema": 2.20, "vessel": -1.3},
-    "t2f": {"csf": -1.90, "gm": -0.05, "wm": -0.75, "necrosis": 0.30, "netumor": 1.55, "mm_core": -0.30,
-            "mm_rim": 1.75, "et": 0.60, "cyst": 0.20, "calc": -1.10, "edema": 1.70, "vessel": -1.0},
+            "mm_rim": 2.00, "et": 1.85, "cyst": 2.75, "calc": -1.50, "edema": 2.20, "vessel": -1.3,
+            "dura": -0.6},
+    "t2f": {"csf": -1.90, "gm": -0.05, "wm": -0.75, "necrosis": 0.80, "netumor": 1.30, "mm_core": 0.10,
+            "mm_rim": 1.75, "et": 0.60, "cyst": 0.20, "calc": -1.10, "edema": 1.70, "vessel": -1.0,
+            "dura": 0.3},
 }
+# Classes defined relative to a normal class (base class, offset per sequence), so they stay on
+# the right side of it whatever the jitter: white-matter hyperintensities (caps, rims, spots) are
+# bright on FLAIR/T2 but less than edema; limbic/insular grey matter is mildly FLAIR-bright; the
+# choroid plexus always enhances.
+RELATIVE: dict[str, tuple[str, dict[str, float], float]] = {
+    "wmh": ("wm", {"t1n": -0.45, "t1c": -0.3, "t2w": 1.6, "t2f": 1.75}, 0.35),
+    "choroid": ("wm", {"t1n": -1.5, "t1c": 1.9, "t2w": 1.95, "t2f": 1.15}, 0.3),  # always enhances
+    "gm_hyper": ("gm", {"t1n": -0.1, "t1c": 0.0, "t2w": 0.35, "t2f": 0.7}, 0.25),
+}
+# On FLAIR, tumour cores stay brighter than free fluid by at least this margin (z-units) unless
+# the sequence is "wild": real necrotic core is FLAIR-bright (z +1.6..+2.5 where CSF is the
+# darkest tissue); a cyst or a T2-FLAIR mismatch core may be fluid-like but less suppressed.
+FLAIR_ABOVE_CSF: dict[str, float] = {"necrosis": 1.6, "netumor": 1.8, "mm_rim": 1.8, "et": 1.4, "edema": 1.8,
+                                     "cyst": 0.5, "mm_core": 0.9}
 # Added to the z-units before the multiplicative effects (gamma, bias): sets how dark the darkest
 # tissue is relative to the brightest, e.g. CSF/WM ~ 0.3 on T1, CSF/WM ~ 4 on T2.
 BASE_OFFSET: dict[str, float] = {"t1n": 3.6, "t1c": 3.5, "t2w": 2.6, "t2f": 3.0}
 # Amplitude (z-units) of the smooth intra-class texture.
 TEXTURE: dict[str, float] = {"csf": 0.08, "gm": 0.14, "wm": 0.11, "necrosis": 0.35, "netumor": 0.25,
                              "mm_core": 0.08, "mm_rim": 0.15, "et": 0.7, "cyst": 0.06, "calc": 0.2,
-                             "edema": 0.28, "vessel": 0.3}
+                             "edema": 0.28, "vessel": 0.3, "choroid": 0.35, "dura": 0.3, "wmh": 0.12,
+                             "gm_hyper": 0.1}
 # Per-class spread (z-units, sd) of the case-to-case jitter in the ordinary mode.
 JITTER: dict[str, float] = {"csf": 0.45, "gm": 0.3, "wm": 0.3, "necrosis": 0.6, "netumor": 0.6,
                             "mm_core": 0.5, "mm_rim": 0.5, "et": 0.6, "cyst": 0.6, "calc": 0.7,
-                            "edema": 0.5, "vessel": 0.8}
+                            "edema": 0.5, "vessel": 0.8, "dura": 0.7}  # RELATIVE classes: their own sd
 # fmt: on
 
 
@@ -96,12 +116,14 @@ class CaseStyle:
     sequences: dict[str, SequenceStyle] = field(default_factory=dict)
     int16: bool = False
     negative_edge: bool = False
+    # Unused since generator version 2 (vessels are drawn by distractors.py), but still drawn:
+    # removing the draw would change every phantom of a seed.
     vessel_density: float = 0.5
 
 
 def _jittered_means(rng: np.random.Generator, seq: str, spread: float) -> dict[str, float]:
     base = BASE_MEANS[seq]
-    means = {c: base[c] + spread * JITTER[c] * float(rng.normal()) for c in CLASSES}
+    means = {c: base[c] + spread * JITTER[c] * float(rng.normal()) for c in CLASSES if c not in RELATIVE}
     # Global contrast stretch about the normal-brain level, then a shift of the tumour classes as a
     # group (scanner/sequence differences move lesion conspicuity as a whole).
     stretch = float(np.exp(rng.normal(0.0, 0.25 * spread)))
@@ -113,6 +135,11 @@ def _jittered_means(rng: np.random.Generator, seq: str, spread: float) -> dict[s
     if seq != "t2f":
         # The mismatch rim is a FLAIR phenomenon: elsewhere it looks like the rest of the core.
         means["mm_rim"] = means["mm_core"] + 0.1 * spread * float(rng.normal())
+    else:
+        for c, margin in FLAIR_ABOVE_CSF.items():
+            means[c] = max(means[c], means["csf"] + margin * stretch)
+    for c, (ref, offsets, sd) in RELATIVE.items():
+        means[c] = means[ref] + stretch * offsets[seq] * float(np.exp(spread * sd * rng.normal()))
     return means
 
 

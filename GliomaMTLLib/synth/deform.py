@@ -125,8 +125,9 @@ def dense_field(deformation: Deformation, grid: Geometry, rng: np.random.Generat
     return image
 
 
-def warp(image: sitk.Image, field_image: sitk.Image, grid: Geometry) -> np.ndarray:
-    """Pull ``image`` (template space) back onto ``grid`` through ``field_image`` (linear)."""
+def warp(image: sitk.Image, field_image: sitk.Image, grid: Geometry, outside: float = 0.0) -> np.ndarray:
+    """Pull ``image`` (template space) back onto ``grid`` through ``field_image`` (linear);
+    ``outside`` fills points that map outside the template."""
     out = sitk.Warp(image, field_image, sitk.sitkLinear, grid.size, grid.origin, grid.spacing,
-                    grid.direction, 0.0)
+                    grid.direction, float(outside))
     return sitk.GetArrayFromImage(out)

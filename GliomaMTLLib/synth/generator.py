@@ -4,10 +4,13 @@ Stages (all seeded from one ``numpy.random.Generator``, so a seed fixes every ar
   1. subject: cohort subtype, genotype labels, age, lesion plans (genotype.py);
   2. pose and lesion centres: global scale/rotation/translation; centres drawn in MNI space from
      genotype-dependent regions and tissue, mapped to the output grid;
-  3. anatomy: MNI152 GM/WM/CSF pulled back through pose + random smooth deformation + tumour mass
-     effect (deform.py), age-dependent CSF widening, partial-volume weights;
+  3. anatomy: MNI152 GM/WM/CSF and the ventricles' signed distance pulled back through pose +
+     random smooth deformation + tumour mass effect (deform.py), age-dependent CSF widening,
+     subject-sized pure-fluid ventricles and sharpened cisterns (fluid.py), skull-strip cuts;
   4. tumour compartments and labels inside the lesion box (tumor.py);
-  5. contrast style, textures, bias; rendering of t1n/t1c/t2w/t2f (appearance.py, render.py);
+  5. contrast style, textures, bias; normal look-alike structures (choroid plexus, vessels, dura,
+     white-matter hyperintensities, bright limbic grey matter: distractors.py), never labelled;
+     rendering of t1n/t1c/t2w/t2f (appearance.py, render.py);
   6. stored intensity range and type (int16 with a few small negative edge values, or float),
      survival.
 
@@ -26,14 +29,22 @@ import numpy as np
 from GliomaMTLLib.io.case import Case
 from GliomaMTLLib.io.geometry import Geometry
 from GliomaMTLLib.labels import SEQUENCES
-from GliomaMTLLib.synth.anatomy import Anatomy, load_anatomy, ras_to_lps
+from GliomaMTLLib.synth.anatomy import VENTRICLE_SDF_MAX_MM, Anatomy, load_anatomy, ras_to_lps
 from GliomaMTLLib.synth.appearance import CaseStyle, sample_style
 from GliomaMTLLib.synth.deform import (Deformation, MassEffect, Pose, dense_field, output_bounds,
                                         rotation_matrix, warp)
+from GliomaMTLLib.synth.distractors import DISTRACTOR_CLASSES, build_distractors, cut_cortex, sparse
 from GliomaMTLLib.synth.fields import box_geometry, smooth_noise
+from GliomaMTLLib.synth.fluid import (FluidPlan, apply_fluid, sample_fluid_plan, ventricle_distance,
+                                      ventricle_weight)
 from GliomaMTLLib.synth.genotype import Subject, choose_center, sample_subject, sample_survival
 from GliomaMTLLib.synth.render import Scene, render_sequence
 from GliomaMTLLib.synth.tumor import Lesion, build_tumor
+
+#: Version of the phantom generator: part of every cache key of generated or prepared phantoms,
+#: bumped whenever the same seed gives different images (2: fluid spaces, distractors, FLAIR-bright
+#: necrosis, small and multifocal tumours).
+GENERATOR_VERSION = 2
 
 _IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 #: The BraTS (SRI24) grid as SimpleITK reads BraTS NIfTI files.
@@ -55,7 +66,10 @@ class SynthResult:
         case: the `Case` (float32 images, uint8 labels, genotype, survival).
         brain: boolean brain mask on the case grid.
         crop: sub-grid of the case grid where the brain lies; ``crop_box`` its index slices.
-        tissue: ``csf``/``gm``/``wm`` partial-volume weights on ``crop``.
+        tissue: ``csf``/``gm``/``wm`` partial-volume weights on ``crop`` (``csf`` includes the
+            pure-fluid ventricles and cisterns).
+        ventricles: pure-fluid weight of the ventricular system on ``crop``.
+        fluid: the subject's ventricle size, asymmetry and CSF sharpening.
         subject: subtype, age, lesion plans.
         lesions: placed lesions (output LPS mm).
         style: contrast and acquisition of each sequence.
@@ -69,6 +83,8 @@ class SynthResult:
     crop: Geometry
     crop_box: tuple[slice, slice, slice]
     tissue: dict[str, np.ndarray]
+    ventricles: np.ndarray
+    fluid: FluidPlan
     subject: Subject
     lesions: list[Lesion]
     style: CaseStyle
@@ -77,9 +93,19 @@ class SynthResult:
     timings: dict[str, float] = field(default_factory=dict)
 
     def tissue_full(self, name: str) -> np.ndarray:
-        """A tissue weight map pasted on the full case grid."""
+        """A tissue weight map (``csf``, ``gm``, ``wm``, or ``ventricles``) pasted on the full case grid."""
         out = np.zeros(self.case.geometry.shape, dtype=np.float32)
-        out[self.crop_box] = self.tissue[name]
+        out[self.crop_box] = self.tissue[name] if name != "ventricles" else self.ventricles
+        return out
+
+    def distractor_full(self, name: str) -> np.ndarray:
+        """A distractor's weight (`distractors.DISTRACTOR_CLASSES`) on the full case grid."""
+        crop = np.zeros(self.crop.shape, dtype=np.float32)
+        if name in self.scene.distractors:
+            idx, values = self.scene.distractors[name]
+            crop.reshape(-1)[idx] = values
+        out = np.zeros(self.case.geometry.shape, dtype=np.float32)
+        out[self.crop_box] = crop
         return out
 
 
@@ -124,7 +150,8 @@ def _place_lesions(rng: np.random.Generator, subject: Subject, pose: Pose, anato
             center=pose.to_output(ras_to_lps(ras)), radius=plan.radius, axes=axes,
             rotation=_random_rotation(rng), lobe_scale=plan.radius * float(rng.uniform(0.45, 1.0)),
             pattern=plan.pattern, edema_wm_bias=float(rng.uniform(0.6, 1.4)),
-            edema_irregularity=float(rng.uniform(0.15, 0.45)), **params,
+            edema_irregularity=float(rng.uniform(0.15, 0.45)), edema_profile=float(rng.uniform(0.35, 1.2)),
+            **params,
         ))
     return lesions
 
@@ -191,6 +218,7 @@ def synthesize(seed: int, cohort: str = "adult", small: bool = False, case_id: s
     t = time.perf_counter()
     fld = dense_field(deformation, crop, rng, coarse_mm=4.0 if not small else 6.0)
     tissue = {k: warp(getattr(anatomy, k), fld, crop) for k in ("gm", "wm", "csf")}
+    vent_sdf = warp(anatomy.vent, fld, crop, outside=VENTRICLE_SDF_MAX_MM)
     del fld
     timings["warp"] = time.perf_counter() - t
 
@@ -207,6 +235,14 @@ def synthesize(seed: int, cohort: str = "adult", small: bool = False, case_id: s
     for k in tissue:
         tissue[k] /= norm
     del norm, soft
+    fluid = sample_fluid_plan(rng, cohort, subject.age)
+    wobble = smooth_noise(rng, crop, float(rng.uniform(10.0, 20.0)))
+    midline_x = float(pose.to_output(anatomy.center_lps)[0])
+    vent_distance = ventricle_distance(vent_sdf, crop, fluid, midline_x, wobble)
+    del vent_sdf, wobble
+    ventricles = ventricle_weight(vent_distance, spacing) * brain
+    apply_fluid(tissue, ventricles, fluid)
+    brain &= ~cut_cortex(rng, crop, brain)
     tumor = build_tumor(lesions, crop, tissue["wm"], tissue["csf"], brain, rng)
     timings["tumor"] = time.perf_counter() - t
 
@@ -222,11 +258,17 @@ def synthesize(seed: int, cohort: str = "adult", small: bool = False, case_id: s
         "tissue": smooth_noise(rng, crop, float(rng.uniform(3.0, 8.0))),
         "fine": smooth_noise(rng, crop, max(2.5, spacing)),
     }
-    vessel = None
-    if style.vessel_density > 0.15 and not small:
-        # Sulcal vessels and choroid plexus: sparse bright spots of the fine field within CSF.
-        vessel = tissue["csf"] * np.clip((textures["fine"] - (2.9 - style.vessel_density)) / 0.5, 0.0, 1.0)
-        vessel *= tissue["gm"] + tissue["wm"] > 0.15
+    maps = build_distractors(rng, crop, pose, tissue, ventricles, vent_distance, brain, subject.age,
+                             textures["tissue"], textures["fine"])
+    del vent_distance
+    if tumor is not None:
+        # Nothing inside the tumour (its core replaces the tissue; labelled voxels are tumour).
+        core_total = sum(tumor.core.values())
+        free = (tumor.label == 0) * np.clip(1.0 - 2.0 * core_total, 0.0, 1.0)
+        for w in maps.values():
+            w[tumor.box] *= free
+    distractors = {name: sparse(maps[name]) for name in DISTRACTOR_CLASSES}
+    del maps
     tumor_textures: dict[str, np.ndarray] = {}
     if tumor is not None:
         box_shape = tuple(s.stop - s.start for s in tumor.box)
@@ -235,7 +277,7 @@ def synthesize(seed: int, cohort: str = "adult", small: bool = False, case_id: s
         bgrid = box_geometry(box_origin, box_shape[::-1], spacing)
         tumor_textures = {"core": smooth_noise(rng, bgrid, float(rng.uniform(2.5, 6.0))),
                           "edema": smooth_noise(rng, bgrid, float(rng.uniform(4.0, 10.0)))}
-    scene = Scene(grid=crop, weights=tissue, brain=brain, textures=textures, vessel=vessel,
+    scene = Scene(grid=crop, weights=tissue, brain=brain, textures=textures, distractors=distractors,
                   tumor=tumor, tumor_textures=tumor_textures)
     crop_box = _box_in(grid, crop)
     full_brain = np.zeros(grid.shape, dtype=bool)
@@ -270,7 +312,7 @@ def synthesize(seed: int, cohort: str = "adult", small: bool = False, case_id: s
                 survival_days=survival, event=event)
     timings["total"] = time.perf_counter() - t0
     return SynthResult(case=case, brain=full_brain, crop=crop, crop_box=crop_box, tissue=tissue,
-                       subject=subject, lesions=lesions, style=style, scene=scene, store_int16=style.int16,
+                       ventricles=ventricles, fluid=fluid, subject=subject, lesions=lesions, style=style, scene=scene, store_int16=style.int16,
                        timings=timings)
 
 

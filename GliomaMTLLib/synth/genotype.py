@@ -109,13 +109,13 @@ def _main_lesion(rng: np.random.Generator, subtype: str) -> LesionPlan:
     u = rng.uniform
     if subtype == "idh_wt":
         pattern = _pick(rng, {"ring": 0.72, "patchy": 0.14, "none": 0.14})
-        radius = _lognormal(rng, 16.0, 0.28, 7.0, 28.0)
+        radius = _lognormal(rng, 16.0, 0.28, 7.0, 28.0) if rng.random() > 0.12 else float(u(4.0, 8.0))
         plan = LesionPlan(
             radius=radius, pattern=pattern,
             tissue=_pick(rng, {"wm": 0.8, "junction": 0.1, "any": 0.1}),
             params=dict(
                 necrosis=float(np.clip(1.0 - u(2.0, 6.5) / radius, 0.15, 0.9)),  # rim 2-6.5 mm thick
-                rim_irregularity=u(0.08, 0.3),
+                rim_irregularity=u(0.08, 0.45),
                 enhancing_fraction=u(0.08, 0.4),
                 edema_margin=u(6.0, 28.0) if rng.random() < 0.8 else u(0.5, 8.0),
                 lobulation=u(0.08, 0.38),
@@ -130,7 +130,7 @@ def _main_lesion(rng: np.random.Generator, subtype: str) -> LesionPlan:
         pattern = _pick(rng, {"none": 0.5, "patchy": 0.42, "ring": 0.08} if codel
                         else {"none": 0.56, "patchy": 0.3, "ring": 0.14})
         calcified = rng.random() < (0.6 if codel else 0.08)
-        radius = _lognormal(rng, 17.0, 0.28, 8.0, 30.0)
+        radius = _lognormal(rng, 17.0, 0.28, 8.0, 30.0) if rng.random() > 0.1 else float(u(5.0, 9.0))
         plan = LesionPlan(
             radius=radius, pattern=pattern,
             tissue=_pick(rng, {"junction": 0.8, "wm": 0.2} if codel else {"wm": 0.65, "junction": 0.35}),
@@ -184,11 +184,11 @@ def sample_subject(rng: np.random.Generator, cohort: str) -> Subject:
     age = float(np.clip(rng.normal(mean, sd), lo, hi))
     main = _main_lesion(rng, subtype)
     lesions = [main]
-    multifocal_p = {"idh_wt": 0.12, "idh_mut_intact": 0.04, "idh_mut_codel": 0.04}.get(subtype, 0.02)
+    multifocal_p = {"idh_wt": 0.2, "idh_mut_intact": 0.06, "idh_mut_codel": 0.05}.get(subtype, 0.03)
     nearby = True
     if rng.random() < multifocal_p:
         second = _main_lesion(rng, subtype)
-        second.radius = main.radius * float(rng.uniform(0.35, 0.7))
+        second.radius = max(main.radius * float(rng.uniform(0.25, 0.7)), 4.0)
         second.pattern = main.pattern if rng.random() < 0.7 else second.pattern
         second.params["edema_margin"] = main.params["edema_margin"] * float(rng.uniform(0.4, 1.0))
         lesions.append(second)

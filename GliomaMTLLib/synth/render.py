@@ -29,7 +29,9 @@ class Scene:
         brain: boolean brain mask.
         textures: unit smooth fields on the grid: ``tissue`` (GM and WM texture, a few mm) and
             ``fine`` (CSF and vessels, ~2.5 mm).
-        vessel: vessel weight (0..1) on the grid, or None.
+        distractors: class -> (flat indices, weights 0..1) of the normal look-alike structures
+            (`distractors.DISTRACTOR_CLASSES`), each replacing the tissue under it (sparse: most
+            are a few % of the crop, so rendering touches only their voxels).
         tumor: tumour maps (box of the grid) or None.
         tumor_textures: ``core``/``edema`` unit fields on the tumour box.
     """
@@ -38,7 +40,7 @@ class Scene:
     weights: dict[str, np.ndarray]
     brain: np.ndarray
     textures: dict[str, np.ndarray]
-    vessel: np.ndarray | None
+    distractors: dict[str, tuple[np.ndarray, np.ndarray]]
     tumor: TumorMaps | None
     tumor_textures: dict[str, np.ndarray]
 
@@ -79,8 +81,11 @@ def render_sequence(scene: Scene, style: SequenceStyle, bias: np.ndarray | None,
     x = w["csf"] * (mu["csf"] + tex["csf"] * fine)
     x += w["gm"] * (mu["gm"] + tex["gm"] * coarse)
     x += w["wm"] * (mu["wm"] + tex["wm"] * coarse)
-    if scene.vessel is not None:
-        x += scene.vessel * ((mu["vessel"] + tex["vessel"] * fine) - x)
+    flat = x.reshape(-1)
+    for name, (idx, weight) in scene.distractors.items():
+        field = (coarse if name in ("wmh", "gm_hyper") else fine).reshape(-1)[idx]
+        under = flat[idx]
+        flat[idx] = under + weight * ((mu[name] + tex[name] * field) - under)
     t = scene.tumor
     if t is not None:
         box = t.box

@@ -60,6 +60,8 @@ class Lesion:
         edema_margin: typical edema extent beyond the core (0 = none).
         edema_wm_bias: preference of edema for white matter (0 none .. 1.5 strong).
         edema_irregularity: noise amplitude of the edema outline.
+        edema_profile: exponent of the edema strength's fall-off (small: a bright plateau with a
+            sharp edge; large: a long faint infiltrative tail that is still labelled).
         mass: fraction of the core volume that displaces the surrounding tissue.
         margin_blur: width (mm) of the core's partial-volume transition (ill-defined, infiltrative
             margins are wider).
@@ -83,6 +85,7 @@ class Lesion:
     edema_margin: float = 10.0
     edema_wm_bias: float = 1.0
     edema_irregularity: float = 0.3
+    edema_profile: float = 0.7
     mass: float = 0.6
     margin_blur: float = 1.0
 
@@ -230,7 +233,7 @@ def _lesion_maps(les: Lesion, grid: Geometry, wm: np.ndarray, csf: np.ndarray,
         b = les.edema_wm_bias
         reach = les.edema_margin * np.maximum(1.0 + les.edema_irregularity * e_noise, 0.3)
         reach *= np.maximum((1.0 - 0.65 * b) + 0.9 * b * wm, 0.05)
-        edema = np.clip(1.0 - outside / reach, 0.0, 1.0) ** 0.7
+        edema = np.clip(1.0 - outside / reach, 0.0, 1.0) ** np.float32(les.edema_profile)
         # A thin halo right around the core keeps the core from touching normal tissue directly.
         if les.edema_margin >= 2.0:
             np.maximum(edema, _soft(min(0.5 * les.edema_margin, 2.0) - outside, width), out=edema)

@@ -4,8 +4,11 @@
 
 Runs the real trainer (sampling, augmentation, forward, backward, optimizer step) for a few
 iterations of every phase on 2 freshly made training cases, then prints seconds per iteration
-per phase (the first iteration of each phase, which pays one-time costs, is left out) and the
-time the recipe's own iteration counts would take. Use it to size ``phases.*.iterations`` for a
+per phase, split into waiting for the batch (data) and forward + backward + step (compute), plus
+the process's CPU seconds per iteration (comparable when other jobs share the CPU) (the
+first iteration of each phase, which pays one-time costs, is left out) and the time the recipe's
+own iteration counts would take. Compare settings with ``--set``, e.g. ``train.prefetch=0``
+(batches drawn in the loop) against the default background prefetch. Use it to size ``phases.*.iterations`` for a
 time budget; it measures, it asserts nothing.
 """
 
@@ -40,20 +43,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = Path(tmp) / "run"
         train(quick, run, quiet=True)
         log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
-    print("| stage | phase | batch | input | s/iteration | recipe iterations | projected hours |")
-    print("|---|---|---|---|---|---|---|")
+    print("| stage | phase | batch | input | s/iteration | data s/it | compute s/it | CPU s/it | recipe iterations | projected hours |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     total = 0.0
     for stage, _, phase, n_iter in schedule_plan(full):
-        times = [e["sec_per_it"] for e in log if e["stage"] == stage and e["phase"] == phase][1:]
-        per_it = statistics.median(times) if times else float("nan")
+        rows = [e for e in log if e["stage"] == stage and e["phase"] == phase][1:]
+        med = lambda key: statistics.median(e[key] for e in rows) if rows else float("nan")  # noqa: E731
+        per_it = med("sec_per_it")
         conf = full["stages"][stage]
         phase_conf = next(p for p in conf["phases"] if p["name"] == phase)
         size = "x".join(map(str, phase_conf["input"]["size"]))
         hours = per_it * n_iter / 3600
         total += hours
         print(f"| {stage} | {phase} | {conf['batch_size']} | {phase_conf['input']['mode']} {size} | "
-              f"{per_it:.2f} | {n_iter} | {hours:.2f} |")
-    print(f"\nprojected training time for {full['name']}: {total:.2f} h (plus data preparation)")
+              f"{per_it:.2f} | {med('data_sec_per_it'):.2f} | {med('compute_sec_per_it'):.2f} | {med('cpu_sec_per_it'):.2f} | {n_iter} | {hours:.2f} |")
+    import os
+
+    print(f"\nprojected training time for {full['name']}: {total:.2f} h (plus data preparation); "
+          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     return 0
 
 

@@ -1,7 +1,8 @@
 """The seed papers' claims, checked on the synthetic cohort: ``python -m GliomaMTLLib.train.claims``.
 
 Trains the ``claims`` recipe (training/configs/claims.yaml) in variants that differ in one design
-choice each, evaluates every variant on the same held-out split with `GliomaMTLLib.train.evaluate`, and
+choice each, evaluates every variant on the same held-out split with `GliomaMTLLib.train.evaluate`
+(through `GliomaMTLLib.inference.Predictor`, the cascade users run, on each case's input grid), and
 writes ``<out>/claims.md`` (the table) and ``<out>/claims.json`` (every number):
 
 - single-task vs multi-task segmentation (papers 000, 001, 004 claim the genotype task helps

@@ -72,6 +72,10 @@ AUGMENT_DEFAULTS: dict[str, Any] = {
     "bias_field_coeff": 0.3,
     "contrast_prob": 0.0,  # per-channel random monotone contrast curve (domain randomization)
     "sequence_dropout": 0.0,  # probability of zeroing each input channel (at least one kept)
+    # with this probability the sample keeps only one of these sequence subsets (the others are
+    # zeroed, as a missing sequence is filled at inference), e.g. [[t1c, t2f], [t2w, t2f], [t2f]]
+    "sequence_subsets": [],
+    "sequence_subset_prob": 0.0,
 }
 
 OPTIM_DEFAULTS: dict[str, Any] = {
@@ -166,6 +170,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "log_every": 10,
     "amp": "auto",  # auto (fp16 + GradScaler on CUDA, fp32 on CPU) | off | bf16
     "num_threads": None,  # torch.set_num_threads; None: leave as is
+    "prefetch": 2,  # batches drawn ahead in a background thread (0: in the training loop)
     "stop_after": None,  # stop (as if killed) after this many global iterations: resume tests
     "backend": None,  # DDP backend; None: nccl on CUDA, gloo on CPU
     "device": "auto",  # auto | cpu | cuda
@@ -185,6 +190,8 @@ EXPORT_DEFAULTS: dict[str, Any] = {
     # Temperatures fitted on fewer known labels than this are noise (a T < 1 fitted on a dozen
     # cases sharpens chance-level logits): such tasks keep T = 1 and model.json says why.
     "calibration_min_cases": 30,
+    # model.json required_sequences (the rest optional, filled as sequence dropout does); None: all
+    "required_sequences": None,
 }
 
 # GliomaMTLLib.inference.postprocess.PostprocessConfig (volumes in ml, so independent of spacing)

@@ -237,11 +237,12 @@ def stage_cache_spec(recipe: Mapping[str, Any], stage: str) -> dict[str, Any]:
     data = recipe["data"]
     conf = recipe["stages"][stage]
     resize = next((p["input"]["size"] for p in conf["phases"] if p["input"]["mode"] == "resize"), None)
-    source = (
-        {k: data[k] for k in ("source", "cohort", "small", "seed")}
-        if data["source"] == "synth"
-        else {"source": "folder", "root": str(Path(data["root"]).resolve())}
-    )
+    if data["source"] == "synth":
+        from GliomaMTLLib.synth.generator import GENERATOR_VERSION
+
+        source = {**{k: data[k] for k in ("source", "cohort", "small", "seed")}, "generator": GENERATOR_VERSION}
+    else:
+        source = {"source": "folder", "root": str(Path(data["root"]).resolve())}
     return {
         "version": PREPARE_VERSION,
         "data": source,
@@ -352,8 +353,12 @@ def prepare(
     run_dir: str | os.PathLike | None = None,
     progress: Callable[[float, str], None] | None = None,
     workers: int | None = None,
+    splits: Iterable[str] = SPLITS,
 ) -> PrepareReport:
-    """Prepare (or reuse) the arrays of every case of a recipe, for every stage.
+    """Prepare (or reuse) the arrays of every case of a recipe (of the given splits), for every stage.
+
+    The trainer prepares the training split only, so training starts sooner; evaluation and
+    export prepare the rest when they need it (into the same folders).
 
     Returns:
         a `PrepareReport`: stage -> cache folder, and how many cases were built or reused.
@@ -369,7 +374,8 @@ def prepare(
             folder.mkdir(parents=True, exist_ok=True)
             write_text_atomic(folder / "spec.json", json.dumps(spec, indent=2, default=str))
         targets.append((stage, spec, str(folder)))
-    specs = list_case_specs(recipe)
+    wanted = set(splits)
+    specs = [s for s in list_case_specs(recipe) if s.split in wanted]
     todo = [s for s in specs if not all((Path(f) / f"{s.case_id}.json").is_file() for _, _, f in targets)]
     report = PrepareReport(folders=folders, built=len(todo), reused=len(specs) - len(todo))
     if not todo:

@@ -1,13 +1,16 @@
-"""Evaluation: the papers' tables for a trained run or a model bundle.
+"""Evaluation: the papers' tables for a trained run or a model bundle, through the one cascade.
 
-Two entry points:
+Both entry points run `GliomaMTLLib.inference.Predictor` (the only implementation of the cascade:
+localizer, crop or windows, main network, back to the input grid, post-processing) on raw cases,
+and score its labels on each case's input grid, so the numbers are what ``gliomamtl predict``
+gives a user:
 
-- :func:`evaluate_run` runs a run's trained networks over held-out prepared cases at the
-  recipe's own resolution (the numbers a paper reports for its network), cascade included: the
-  localizer's whole tumor centres the main stage's crop, exactly as at inference.
-- :func:`evaluate_bundle` runs a model bundle over raw cases (a BraTS-style folder or a synthetic
-  spec) through `GliomaMTLLib.inference.Predictor`, so the numbers are what a user gets (input
-  grid, post-processing, calibration).
+- :func:`evaluate_run`: a run's networks before export (``Predictor(run_dir)``, the in-memory
+  bundle of :mod:`GliomaMTLLib.train.run_model`) on the held-out split of its own data;
+- :func:`evaluate_bundle`: a model bundle on a BraTS-style folder or a synthetic spec.
+
+``sequences`` (``--sequences``) removes the other sequences from every case first, as if the
+scan lacked them (a model with optional sequences fills them as its sequence dropout did).
 
 Both write into ``--out``: ``report.md`` (all tables), ``segmentation.csv`` (per region),
 ``segmentation_cases.csv`` (per case and region), ``classification.csv`` (per genotype task),
@@ -16,300 +19,248 @@ Both write into ``--out``: ``report.md`` (all tables), ``segmentation.csv`` (per
 Segmentation: Dice, HD95 (mm), sensitivity, specificity per region (WT, TC, ET; WT alone for a
 whole-tumor model), `GliomaMTLLib.metrics.region_metrics`. Genotype: AUC (bootstrap 95 % CI),
 accuracy, sensitivity, specificity, `classification_metrics`. Survival (paper 002): a Cox model on
-the genotype branch's last-layer embeddings, fitted on the training split, C-index on the
-evaluated split.
+the genotype branch's last-layer embeddings, fitted on the training split (crops on the reference
+tumor), C-index on the evaluated split (crops on the tumor the Predictor found).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
-import torch
 
 from GliomaMTLLib.io.atomic import write_text_atomic
-from GliomaMTLLib.train.data import PreparedCase, load_dataset, prepare
+from GliomaMTLLib.train.run_model import eval_mode  # noqa: F401  (re-exported)
 
 REGION_METRICS = ("dice", "hd95", "sensitivity", "specificity")
-
-
-# --------------------------------------------------------------------------------------------
-# Running one stage on a prepared case
-# --------------------------------------------------------------------------------------------
-
-
-def eval_mode(stage_conf: Mapping[str, Any]) -> str:
-    """How a stage runs on a whole case: its ``evaluate.mode``, else from its last training input mode."""
-    mode = stage_conf["evaluate"]["mode"]
-    if mode:
-        return str(mode)
-    train_mode = stage_conf["phases"][-1]["input"]["mode"]
-    return {"patch": "sliding", "tumor_crop": "crop", "whole": "whole", "resize": "whole"}[train_mode]
-
-
-def _crop_around(array: np.ndarray, center: Sequence[float], size: Sequence[int]):
-    from GliomaMTLLib.preprocess import crop_around
-
-    return crop_around(array, tuple(float(c) for c in center), tuple(int(s) for s in size))
-
-
-def _uncrop_probs(probs: np.ndarray, box, shape: Sequence[int]) -> np.ndarray:
-    """Put crop probabilities back on the full grid; outside the crop: background with probability 1."""
-    from GliomaMTLLib.preprocess import uncrop
-
-    full = uncrop(probs, box, shape, fill=0.0)
-    covered = uncrop(np.ones(probs.shape[1:], dtype=np.float32), box, shape, fill=0.0)
-    full[0] += 1.0 - covered
-    return full
-
-
-@dataclass
-class StageOutput:
-    probs: np.ndarray  # (L, z, y, x) label probabilities on the stage grid
-    genotype_logits: dict[str, np.ndarray] = field(default_factory=dict)  # task -> (K,)
-    embedding: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-class StageRunner:
-    """One trained stage network and how to run it on a (preprocessed) volume."""
-
-    def __init__(self, net: torch.nn.Module, stage_conf: Mapping[str, Any], device: torch.device | str = "cpu") -> None:
-        self.net = net.to(device).eval()
-        self.conf = stage_conf
-        self.device = torch.device(device)
-        self.mode = eval_mode(stage_conf)
-        self.size = tuple(int(s) for s in stage_conf["phases"][-1]["input"]["size"])
-        self.has_tasks = bool(getattr(net.config, "tasks", None))
-
-    @torch.no_grad()
-    def _forward(self, x: np.ndarray, with_genotype: bool, tabular: np.ndarray | None = None) -> dict[str, Any]:
-        t = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32, device=self.device)[None]
-        tab = torch.as_tensor(tabular, dtype=torch.float32, device=self.device)[None] if tabular is not None else None
-        return self.net(t, tabular=tab, with_genotype=with_genotype and self.has_tasks,
-                        return_embedding=with_genotype and self.has_tasks)
-
-    @staticmethod
-    def _genotype(out: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        logits = {k: v[0].float().cpu().numpy() for k, v in out.get("genotype", {}).items()}
-        emb = {k: v[0].float().cpu().numpy() for k, v in out.get("embedding", {}).items()}
-        return logits, emb
-
-    @torch.no_grad()
-    def _sliding(self, image: np.ndarray) -> np.ndarray:
-        """Label probabilities over the whole volume from overlapping windows (MONAI)."""
-        from monai.inferers import sliding_window_inference
-
-        x = torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32, device=self.device)[None]
-        seg = sliding_window_inference(
-            x, roi_size=self.size, sw_batch_size=1, overlap=float(self.conf["evaluate"]["overlap"]),
-            mode="gaussian", predictor=lambda p: self.net(p, with_genotype=False)["seg"],
-        )
-        return torch.softmax(seg.float(), dim=1)[0].cpu().numpy()
-
-    def run(self, image: np.ndarray, center: Sequence[float] | None = None,
-            tabular: np.ndarray | None = None, genotype: bool = True) -> StageOutput:
-        """Segmentation probabilities over the whole volume and genotype logits of one case.
-
-        Args:
-            image: (C, z, y, x) preprocessed input on the stage grid.
-            center: crop centre (z, y, x) for ``crop`` mode and for the genotype crop; None:
-                the tumor predicted by this stage (sliding / whole) or the volume centre.
-        """
-        shape = image.shape[1:]
-        logits: dict[str, np.ndarray] = {}
-        emb: dict[str, np.ndarray] = {}
-        if self.mode == "sliding":
-            probs = self._sliding(image)
-        else:
-            if self.mode == "crop" and center is None:
-                # no localizer and no reference: find the tumor with a sliding window first
-                center = predicted_center(self._sliding(image))
-            c = center if (self.mode == "crop" and center is not None) else tuple((np.asarray(shape) - 1) / 2)
-            crop, box = _crop_around(image, c, self.size)
-            # the genotype heads read this same forward pass when it is the tumor crop (or when asked to
-            # read the whole volume); otherwise a second pass on the tumor-centred crop below
-            want_geno = genotype and (self.mode == "crop" or self.conf["evaluate"]["genotype_input"] == "whole")
-            out = self._forward(crop, want_geno, tabular)
-            if want_geno:
-                logits, emb = self._genotype(out)
-            probs = _uncrop_probs(torch.softmax(out["seg"].float(), dim=1)[0].cpu().numpy(), box, shape)
-        if genotype and self.has_tasks and not logits:
-            tumor_center = center if center is not None else predicted_center(probs)
-            c = tumor_center if tumor_center is not None else tuple((np.asarray(shape) - 1) / 2)
-            crop, _ = _crop_around(image, c, self.size)
-            logits, emb = self._genotype(self._forward(crop, True, tabular))
-        return StageOutput(probs=probs.astype(np.float32), genotype_logits=logits, embedding=emb)
-
-
-def predicted_center(probs: np.ndarray) -> tuple[float, float, float] | None:
-    """Centre (z, y, x) of the largest predicted whole-tumor component, or None if there is none."""
-    from scipy import ndimage
-
-    tumor = probs.argmax(axis=0) > 0
-    if not tumor.any():
-        return None
-    components, n = ndimage.label(tumor)
-    if n > 1:
-        sizes = np.bincount(components.ravel())
-        sizes[0] = 0
-        tumor = components == int(np.argmax(sizes))
-    return tuple(float(c) for c in np.argwhere(tumor).mean(axis=0))
-
-
-def map_center(center_zyx: Sequence[float], source, target) -> tuple[float, float, float]:
-    """A voxel position on grid ``source`` -> the same physical point on grid ``target`` (z, y, x)."""
-    from GliomaMTLLib.preprocess import physical_to_continuous_index
-
-    point = source.index_to_physical(np.asarray(center_zyx, dtype=float)[::-1])
-    return tuple(float(v) for v in physical_to_continuous_index(target, point)[0][::-1])
-
-
-# --------------------------------------------------------------------------------------------
-# A run's networks on its prepared cases
-# --------------------------------------------------------------------------------------------
+ProgressCallback = Callable[[float, str], None]
 
 
 @dataclass
 class CaseResult:
     case_id: str
-    labels: np.ndarray | None  # predicted labels on the main stage grid (after post-processing)
+    labels: np.ndarray | None  # predicted labels on the case's input grid (after post-processing)
     reference: np.ndarray | None
     spacing: tuple[float, float, float]
-    genotype_logits: dict[str, np.ndarray]
+    genotype_logits: dict[str, np.ndarray]  # log of the Predictor's probabilities (softmax returns them)
     genotype_true: dict[str, int]
     embedding: dict[str, np.ndarray]
     survival_days: float | None
     event: bool | None
-    localizer_labels: np.ndarray | None = None
-    localizer_reference: np.ndarray | None = None
-    localizer_spacing: tuple[float, float, float] | None = None
+    tumor_center_mm: tuple[float, float, float] | None = None
     seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
 
 
-def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> tuple[dict[str, Any], dict[str, StageRunner]]:
-    """The resolved recipe of a run and a runner per trained stage."""
-    from GliomaMTLLib.nets import build_network
-    from GliomaMTLLib.train.checkpoint import load_stage_weights
+# --------------------------------------------------------------------------------------------
+# Cases through the Predictor
+# --------------------------------------------------------------------------------------------
+
+
+def parse_sequences(spec: str | Sequence[str] | None) -> list[str] | None:
+    """``"t1c,t2f"`` (names or aliases) -> ``["t1c", "t2f"]``; None stays None.
+
+    Raises:
+        ValueError: an unknown sequence name.
+    """
+    if spec is None:
+        return None
+    from GliomaMTLLib.labels import SEQUENCE_ALIASES, SEQUENCES
+
+    items = [p.strip().lower() for p in (spec.split(",") if isinstance(spec, str) else spec) if p.strip()]
+    out = []
+    for item in items:
+        key = item if item in SEQUENCES else SEQUENCE_ALIASES.get(item)
+        if key is None:
+            raise ValueError(f"--sequences: unknown sequence {item!r}; expected names from {list(SEQUENCES)} or aliases")
+        out.append(key)
+    if not out:
+        raise ValueError("--sequences: no sequence given")
+    return out
+
+
+def keep_sequences(case, sequences: Sequence[str] | None):
+    """The case with only ``sequences`` (others removed, as if the scan lacked them); None: unchanged.
+
+    Raises:
+        ValueError: the case has none of ``sequences``.
+    """
+    if sequences is None:
+        return case
+    images = {k: v for k, v in case.images.items() if k in sequences}
+    if not images:
+        raise ValueError(f"case {case.case_id}: has none of --sequences {list(sequences)} (it has {list(case.images)})")
+    return replace(case, images=images, sources={k: v for k, v in case.sources.items() if k in images or k == "label"})
+
+
+def _reference(case, num_classes: int) -> np.ndarray | None:
+    if case.label is None:
+        return None
+    return (case.label > 0).astype(np.uint8) if num_classes == 2 else np.asarray(case.label)
+
+
+def genotype_embedding(predictor) -> dict[str, np.ndarray]:
+    """The genotype path's features of the predictor's last case (``{}`` without a path)."""
+    from GliomaMTLLib.genotype.evaluation import genotype_embedding as features
+
+    return features(predictor)
+
+
+def subset_key(sequences: Sequence[str] | None) -> str:
+    """``"t1c+t2f"`` for a sequence subset, ``"all"`` for None."""
+    return "+".join(sequences) if sequences else "all"
+
+
+def _case_result(predictor, case, num_classes: int) -> CaseResult:
+    """One case through ``predictor``: what the tables need."""
+    tasks = predictor.tasks
+    start = time.perf_counter()
+    pred = predictor.predict(case)
+    logits = {t: np.log(np.clip(np.asarray([p[c] for c in tasks[t]], dtype=float), 1e-12, 1.0))
+              for t, p in pred.genotype.items()}
+    truth = {t: (list(c).index(case.genotype[t]) if case.genotype.get(t) in c else -1) for t, c in tasks.items()}
+    center = pred.tumor.get("center_mm")
+    return CaseResult(
+        case_id=case.case_id, labels=np.asarray(pred.labels), reference=_reference(case, num_classes),
+        spacing=case.geometry.spacing, genotype_logits=logits, genotype_true=truth,
+        embedding=genotype_embedding(predictor),  # the genotype path's features (survival by subtype)
+        survival_days=case.survival_days, event=case.event,
+        tumor_center_mm=tuple(center) if center is not None else None,
+        seconds=time.perf_counter() - start, warnings=list(pred.warnings),
+    )
+
+
+def predict_case_subsets(predictor, cases: Iterable, subsets: Sequence[Sequence[str] | None] = (None,),
+                         max_cases: int | None = None, total: int | None = None,
+                         progress: ProgressCallback | None = None) -> dict[str, list[CaseResult]]:
+    """Run ``predictor`` (a :class:`GliomaMTLLib.inference.Predictor`) on raw cases, once per
+    sequence subset (None: the case as it is), each case built once for all subsets.
+
+    Returns:
+        :func:`subset_key` -> one :class:`CaseResult` per case.
+    """
+    num_classes = max(predictor.label_names, default=0) + 1
+    results: dict[str, list[CaseResult]] = {subset_key(s): [] for s in subsets}
+    if max_cases:
+        cases = itertools.islice(cases, int(max_cases))  # a synthetic case past the limit is never generated
+    for i, case in enumerate(cases):
+        for subset in subsets:
+            results[subset_key(subset)].append(_case_result(predictor, keep_sequences(case, subset), num_classes))
+        if progress is not None:
+            n = total or (i + 1)
+            progress((i + 1) / max(n, i + 1), f"evaluated {case.case_id} ({i + 1}/{n})")
+    return results
+
+
+def predict_cases(predictor, cases: Iterable, sequences: Sequence[str] | None = None, max_cases: int | None = None,
+                  total: int | None = None, progress: ProgressCallback | None = None) -> list[CaseResult]:
+    """Run ``predictor`` on raw cases (only ``sequences`` of each, when given) and collect what the
+    tables need: labels on the input grid, genotype probabilities, truth."""
+    return predict_case_subsets(predictor, cases, [sequences], max_cases, total, progress)[subset_key(sequences)]
+
+
+# --------------------------------------------------------------------------------------------
+# A run's model on its own data
+# --------------------------------------------------------------------------------------------
+
+
+def load_run(run_dir: str | os.PathLike) -> tuple[dict[str, Any], Any]:
+    """The resolved recipe of a finished run and its in-memory bundle (:class:`RunBundle`).
+
+    Raises:
+        FileNotFoundError: not a run folder, or a stage without finished weights.
+    """
     from GliomaMTLLib.train.config import load_recipe
+    from GliomaMTLLib.train.run_model import run_bundle
 
     run_dir = Path(run_dir)
     if not (run_dir / "recipe.yaml").is_file():
         raise FileNotFoundError(f"{run_dir} is not a training run (no recipe.yaml)")
     recipe = load_recipe(run_dir / "recipe.yaml")
-    runners = {}
-    for stage, conf in recipe["stages"].items():
-        net = build_network(conf["network"])
-        net.load_state_dict(load_stage_weights(run_dir, stage))
-        runners[stage] = StageRunner(net, conf, device)
-    return recipe, runners
+    return recipe, run_bundle(run_dir, recipe)
 
 
-def _postprocess(labels: np.ndarray, recipe: Mapping[str, Any], spacing: Sequence[float]) -> np.ndarray:
-    from GliomaMTLLib.inference.postprocess import PostprocessConfig, apply_postprocess
+def run_predictor(bundle, device: str = "cpu"):
+    """The Predictor of a run's bundle: PyTorch engine (no ONNX export cached for every run)."""
+    from GliomaMTLLib.inference import Predictor
 
-    config = PostprocessConfig.from_dict(recipe["postprocess"])
-    label_values = [int(v) for v in recipe["labels"]]
-    labels, _ = apply_postprocess(labels, label_values, float(np.prod(spacing)) / 1000.0, config)
-    return labels
+    return Predictor(bundle, device=device, engine="torch")
 
 
-def predict_prepared(recipe: Mapping[str, Any], runners: Mapping[str, StageRunner], folders: Mapping[str, Path],
-                     split: str, max_cases: int | None = None, genotype: bool = True,
-                     progress: Callable[[float, str], None] | None = None) -> list[CaseResult]:
-    """Run the (cascade of) trained networks over the prepared cases of one split.
+def split_cases(recipe: Mapping[str, Any], split: str) -> tuple[list[Any], Iterable]:
+    """(specs, lazily built raw cases) of one split of the recipe's data."""
+    from GliomaMTLLib.train.data import list_case_specs, load_case
 
-    The main stage is the last stage of the recipe; a ``localizer`` stage before it centres the
-    main stage's crop when its ``evaluate.crop_center`` is ``localizer``.
-    """
-    stages = list(recipe["stages"])
-    main = stages[-1]
-    main_conf = recipe["stages"][main]
-    binary = int(main_conf["network"].get("num_seg_classes", 4)) == 2
-    cases = load_dataset(recipe, folders[main], splits=(split,), with_reference=True, mmap=True)
-    if max_cases:
-        cases = cases[: int(max_cases)]
-    loc_cases: dict[str, PreparedCase] = {}
-    loc_name = stages[0] if len(stages) > 1 else None
-    if loc_name is not None:
-        loc_cases = {c.case_id: c for c in load_dataset(recipe, folders[loc_name], splits=(split,), with_reference=True, mmap=True)}
-    results = []
-    for i, case in enumerate(cases):
-        start = time.time()
-        image = np.asarray(case.image)
-        center = None
-        loc_labels = loc_ref = loc_spacing = None
-        how = main_conf["evaluate"]["crop_center"]
-        if how == "label":
-            center = case.tumor_center
-        if loc_name is not None and case.case_id in loc_cases:
-            lc = loc_cases[case.case_id]
-            loc_out = runners[loc_name].run(np.asarray(lc.image), genotype=False)
-            loc_labels = loc_out.probs.argmax(axis=0).astype(np.uint8)
-            loc_ref = _reference(lc.reference, runners[loc_name])
-            loc_spacing = lc.spacing
-            if how == "localizer" and center is None:
-                c = predicted_center(loc_out.probs)
-                center = map_center(c, lc.geometry, case.geometry) if c is not None else None
-        out = runners[main].run(image, center=center, tabular=case.tabular, genotype=genotype)
-        labels = out.probs.argmax(axis=0).astype(np.uint8)
-        labels = _postprocess(labels, recipe, case.spacing)
-        reference = case.reference
-        if reference is not None:
-            reference = (np.asarray(reference) > 0).astype(np.uint8) if binary else np.asarray(reference)
-        results.append(
-            CaseResult(
-                case_id=case.case_id, labels=labels, reference=reference, spacing=case.spacing,
-                genotype_logits=out.genotype_logits,
-                genotype_true={t: _true_class(case, t, recipe) for t in recipe["tasks"]},
-                embedding=out.embedding, survival_days=case.survival_days, event=case.event,
-                localizer_labels=loc_labels, localizer_reference=loc_ref, localizer_spacing=loc_spacing,
-                seconds=time.time() - start,
-            )
-        )
-        if progress is not None:
-            progress((i + 1) / len(cases), f"evaluated {case.case_id} ({i + 1}/{len(cases)})")
-    return results
+    specs = [s for s in list_case_specs(recipe) if s.split == split]
+    return specs, (load_case(s, recipe["sequences"]) for s in specs)
 
 
-def _reference(reference: np.ndarray | None, runner: StageRunner) -> np.ndarray | None:
-    if reference is None:
-        return None
-    ref = np.asarray(reference)
-    return (ref > 0).astype(np.uint8) if runner.net.config.num_seg_classes == 2 else ref
+def predict_split(recipe: Mapping[str, Any], predictor, split: str, max_cases: int | None = None,
+                  sequences: Sequence[str] | None = None, progress: ProgressCallback | None = None) -> list[CaseResult]:
+    """The Predictor over the raw cases of one split of a run's data."""
+    specs, cases = split_cases(recipe, split)
+    n = min(len(specs), int(max_cases)) if max_cases else len(specs)
+    return predict_cases(predictor, cases, sequences, max_cases, n, progress)
 
 
-def _true_class(case: PreparedCase, task: str, recipe: Mapping[str, Any]) -> int:
-    """The case's real class (held-out splits never hide labels)."""
-    name = case.genotype_names.get(task)
-    classes = list(recipe["tasks"][task])
-    return classes.index(name) if name in classes else -1
+def _embeddings(net, prepared: Sequence[Any], centers: Mapping[str, Sequence[float] | None], task: str,
+                window: Sequence[int]) -> dict[str, np.ndarray]:
+    """Genotype-branch embedding of ``task`` per prepared case, from the main window centred on
+    ``centers[case_id]`` (z, y, x on the prepared grid; None: the volume centre)."""
+    import torch
 
+    from GliomaMTLLib.preprocess import crop_around
 
-def train_embeddings(recipe: Mapping[str, Any], runners: Mapping[str, StageRunner], folders: Mapping[str, Path],
-                     task: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Embeddings of the training cases (crop on their reference tumor), with survival."""
-    main = list(recipe["stages"])[-1]
-    runner = runners[main]
-    emb, t, e = [], [], []
-    for case in load_dataset(recipe, folders[main], splits=("train",), with_reference=True, mmap=True):
-        if case.survival_days is None or case.event is None:
+    out: dict[str, np.ndarray] = {}
+    for case in prepared:
+        if case.case_id not in centers:
             continue
-        center = case.tumor_center or tuple((np.asarray(case.shape) - 1) / 2)
-        crop, _ = _crop_around(np.asarray(case.image), center, runner.size)
-        _, embedding = runner._genotype(runner._forward(crop, True, case.tabular))
-        emb.append(embedding[task])
-        t.append(case.survival_days)
-        e.append(int(case.event))
-    return np.asarray(emb), np.asarray(t, dtype=float), np.asarray(e, dtype=int)
+        center = centers[case.case_id]
+        center = center if center is not None else tuple((np.asarray(case.shape) - 1) / 2)
+        x, _ = crop_around(np.asarray(case.image), tuple(float(c) for c in center), tuple(int(w) for w in window))
+        tab = torch.as_tensor(case.tabular, dtype=torch.float32)[None] if case.tabular is not None else None
+        with torch.inference_mode():
+            res = net(torch.from_numpy(np.ascontiguousarray(x))[None], tabular=tab, with_genotype=True,
+                      return_embedding=True)
+        out[case.case_id] = res["embedding"][task][0].float().cpu().numpy()
+    return out
+
+
+def _survival(recipe: Mapping[str, Any], run_dir: Path, predictor, results: list[CaseResult], task: str
+              ) -> list[dict[str, Any]]:
+    """C-index of a Cox model on ``task``'s embedding (train: reference tumor; evaluated: found tumor)."""
+    from GliomaMTLLib.preprocess import physical_to_continuous_index
+    from GliomaMTLLib.train.data import load_dataset, prepare
+
+    main = list(recipe["stages"])[-1]
+    folder = prepare(recipe, run_dir).folders[main]
+    net, window = predictor.networks["main"], predictor.main.window
+    train = [c for c in load_dataset(recipe, folder, splits=("train",), with_reference=True, mmap=True)
+             if c.survival_days is not None and c.event is not None]
+    train_emb = _embeddings(net, train, {c.case_id: c.tumor_center for c in train}, task, window)
+    split = {c.case_id: c for c in load_dataset(recipe, folder, splits=(recipe["evaluate"]["split"], "val", "test"),
+                                                with_reference=True, mmap=True)}
+    centers: dict[str, Any] = {}
+    for r in results:
+        if r.case_id in split:
+            c = split[r.case_id]
+            centers[r.case_id] = (None if r.tumor_center_mm is None else
+                                  tuple(physical_to_continuous_index(c.geometry, np.asarray([r.tumor_center_mm]))[0][::-1]))
+    for case_id, emb in _embeddings(net, [split[k] for k in centers], centers, task, window).items():
+        next(r for r in results if r.case_id == case_id).embedding[task] = emb
+    arrays = (np.asarray([train_emb[c.case_id] for c in train]), np.asarray([c.survival_days for c in train], dtype=float),
+              np.asarray([int(c.event) for c in train], dtype=int)) if train else None
+    return survival_rows(results, arrays, task, float(recipe["evaluate"]["cox_penalizer"]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,8 +282,7 @@ def segmentation_rows(results: Sequence[CaseResult], num_classes: int, which: st
     regions = _regions(num_classes)
     per_case: list[dict[str, Any]] = []
     for r in results:
-        pred, ref, spacing = ((r.labels, r.reference, r.spacing) if which == "main"
-                              else (r.localizer_labels, r.localizer_reference, r.localizer_spacing))
+        pred, ref, spacing = r.labels, r.reference, r.spacing
         if pred is None or ref is None:
             continue
         metrics = region_metrics(pred, ref, spacing, regions=regions)
@@ -509,40 +459,32 @@ def write_report(out_dir: str | os.PathLike, title: str, info: Mapping[str, Any]
 
 
 def evaluate_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, split: str | None = None,
-                 max_cases: int | None = None, device: str = "cpu",
-                 progress: Callable[[float, str], None] | None = None) -> dict[str, Any]:
-    """Evaluate a finished run on a held-out split of its data (default ``evaluate.split``: test).
+                 max_cases: int | None = None, device: str = "cpu", progress: ProgressCallback | None = None,
+                 sequences: Sequence[str] | None = None) -> dict[str, Any]:
+    """Evaluate a finished run on a held-out split of its data (default ``evaluate.split``: test),
+    through the Predictor (the exported model without its calibration), on each case's input grid.
 
     Returns:
         the metrics dict also written to ``<out>/metrics.json``.
     """
     run_dir = Path(run_dir)
-    recipe, runners = load_run(run_dir, device)
+    recipe, bundle = load_run(run_dir)
     split = split or recipe["evaluate"]["split"]
     out_dir = Path(out_dir) if out_dir else run_dir / f"eval-{split}"
-    folders = prepare(recipe, run_dir).folders
+    predictor = run_predictor(bundle, device)
     start = time.time()
-    results = predict_prepared(recipe, runners, folders, split, max_cases or recipe["evaluate"]["max_cases"],
-                               progress=progress)
+    results = predict_split(recipe, predictor, split, max_cases or recipe["evaluate"]["max_cases"], sequences, progress)
     if not results:
         raise ValueError(f"{run_dir}: the {split!r} split has no cases to evaluate")
     main = list(recipe["stages"])[-1]
     num_classes = int(recipe["stages"][main]["network"].get("num_seg_classes", 4))
+    seconds = (time.time() - start) / len(results)
     seg_cases, seg_summary = segmentation_rows(results, num_classes, "main")
-    if len(recipe["stages"]) > 1:
-        loc = list(recipe["stages"])[0]
-        loc_cases, loc_summary = segmentation_rows(
-            results, int(recipe["stages"][loc]["network"].get("num_seg_classes", 4)), "localizer")
-        seg_cases += loc_cases
-        seg_summary += [row for row in loc_summary if row["region"] == "WT"]
     tasks = {t: list(c) for t, c in recipe["tasks"].items()}
     cls_rows, curves = classification_rows(results, tasks)
     surv_rows: list[dict[str, Any]] = []
-    survival_known = any(r.survival_days is not None and r.event is not None for r in results)
-    if tasks and survival_known:
-        task = "idh" if "idh" in tasks else next(iter(tasks))
-        train = train_embeddings(recipe, runners, folders, task)
-        surv_rows = survival_rows(results, train, task, float(recipe["evaluate"]["cox_penalizer"]))
+    if tasks and any(r.survival_days is not None and r.event is not None for r in results):
+        surv_rows = _survival(recipe, run_dir, predictor, results, "idh" if "idh" in tasks else next(iter(tasks)))
     run_info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
     info = {
         "recipe": recipe["name"],
@@ -550,11 +492,14 @@ def evaluate_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
         "run": str(run_dir),
         "split": split,
         "cases": len(results),
+        "sequences": ",".join(sequences) if sequences else "all",
         "data": f"{recipe['data']['source']} ({recipe['data']['cohort']})" if recipe["data"]["source"] == "synth"
         else str(recipe["data"]["root"]),
         "resolution": {s: c["preprocess"].get("spacing") for s, c in recipe["stages"].items()},
+        "grid": "each case's input grid",
+        "inference": "GliomaMTLLib.inference.Predictor",
         "iterations": run_info.get("iterations"),
-        "seconds_per_case": round((time.time() - start) / len(results), 3),
+        "seconds_per_case": round(seconds, 3),
     }
     return write_report(out_dir, f"Evaluation of {recipe['name']}", info, seg_cases, seg_summary, cls_rows, curves,
                         surv_rows, recipe.get("reported"))
@@ -605,58 +550,81 @@ def iter_cases(data: Mapping[str, Any], sequences: Sequence[str], clinical_csv: 
         yield attach_clinical(case, table.get(case.case_id) or table.get(folder.name))
 
 
-def _predictor_for(bundle_path: str | os.PathLike, device: str = "cpu"):
-    """The inference seam: ``(bundle, run)`` with ``run(case) -> (labels on the input grid,
-    {task: calibrated class probabilities})``, through `GliomaMTLLib.inference.Predictor`, so the
-    numbers are exactly what ``gliomamtl predict`` gives a user (input grid, post-processing,
-    calibration)."""
-    from GliomaMTLLib.bundle import load_bundle
-    from GliomaMTLLib.inference import Predictor
-
-    bundle = load_bundle(bundle_path)
-    predictor = Predictor(bundle, device=device)
-
-    def run(case):
-        pred = predictor.predict(case)
-        probs = {task: np.asarray([p[c] for c in bundle.tasks[task]]) for task, p in pred.genotype.items()}
-        return np.asarray(pred.labels), probs
-
-    return bundle, run
-
-
 def evaluate_bundle(bundle_path: str | os.PathLike, data_spec: str, out_dir: str | os.PathLike,
                     clinical_csv: str | None = None, max_cases: int | None = None, device: str = "cpu",
-                    progress: Callable[[float, str], None] | None = None) -> dict[str, Any]:
-    """Evaluate a model bundle on raw cases, on each case's input grid."""
-    bundle, run = _predictor_for(bundle_path, device)
+                    progress: ProgressCallback | None = None, sequences: Sequence[str] | None = None,
+                    subsets: Sequence[Sequence[str] | None] | None = None, tta: bool | None = None) -> dict[str, Any]:
+    """Evaluate a model bundle on raw cases (a folder or a synthetic spec), on each case's input grid.
+
+    Args:
+        sequences: keep only these sequences of every case (None: all).
+        subsets: several such subsets in one pass (each case is built once): each subset's
+            report goes to ``<out>/<t1c+t2f>/`` and ``<out>/subsets.md`` compares their Dice.
+
+    Returns:
+        the metrics (``metrics.json``); with ``subsets``, ``{"subsets": {key: metrics}}``.
+    """
+    from GliomaMTLLib.inference import Predictor
+
+    predictor = Predictor(bundle_path, device=device, tta=tta)
+    bundle = predictor.bundle
     data = parse_data_spec(data_spec) if isinstance(data_spec, str) else dict(data_spec)
-    num_classes = max(bundle.labels, default=0) + 1
-    results: list[CaseResult] = []
     start = time.time()
-    n_total = int(data.get("n", 0)) or None
-    for i, case in enumerate(iter_cases(data, bundle.sequences, clinical_csv)):
-        if max_cases and i >= int(max_cases):
-            break
-        labels, probs = run(case)
-        ref = case.label
-        if ref is not None and num_classes == 2:
-            ref = (ref > 0).astype(np.uint8)
-        truth = {t: (list(c).index(case.genotype[t]) if case.genotype.get(t) in c else -1) for t, c in bundle.tasks.items()}
-        # probabilities are stored as log-probabilities so that the tables' softmax returns them unchanged
-        results.append(CaseResult(case_id=case.case_id, labels=labels, reference=ref, spacing=case.geometry.spacing,
-                                  genotype_logits={t: np.log(np.clip(p, 1e-12, 1.0)) for t, p in probs.items()},
-                                  genotype_true=truth, embedding={}, survival_days=case.survival_days, event=case.event))
-        if progress is not None:
-            progress((i + 1) / (n_total or (i + 1)), f"evaluated {case.case_id}")
+    # a folder case needs the model's required sequences only; --sequences removes the others later
+    cases = iter_cases(data, predictor.required_sequences, clinical_csv)
+    sets = list(subsets) if subsets else [sequences]
+    by_subset = predict_case_subsets(predictor, cases, sets, max_cases, int(data.get("n", 0)) or None, progress)
+    seconds = time.time() - start
+    if len(sets) == 1:
+        return _bundle_report(predictor, by_subset[subset_key(sets[0])], data_spec, sets[0], out_dir, seconds)
+    reports = {key: _bundle_report(predictor, results, data_spec, subset, Path(out_dir) / key, seconds / len(sets))
+               for (key, results), subset in zip(by_subset.items(), sets)}
+    write_subset_table(out_dir, bundle, data_spec, reports)
+    return {"subsets": reports}
+
+
+def write_subset_table(out_dir: str | os.PathLike, bundle, data_spec: str, reports: Mapping[str, Mapping[str, Any]]
+                       ) -> str:
+    """``<out>/subsets.md`` (and ``subsets.json``): mean Dice (SD) per region for each sequence subset."""
+    regions = [k.split("/")[1] for k in next(iter(reports.values()))["segmentation"]]
+    lines = [f"# {bundle.name} {bundle.version}: Dice per input sequence subset", "",
+             f"Data: `{data_spec}`; {next(iter(reports.values()))['info']['cases']} cases; missing sequences filled "
+             "as the model's training sequence dropout did (zeros after normalisation).", "",
+             "| sequences | " + " | ".join(f"Dice {r}" for r in regions) + " |",
+             "|---|" + "---|" * len(regions)]
+    table = {}
+    for key, metrics in reports.items():
+        seg = metrics["segmentation"]
+        cells = [f"{seg[f'main/{r}']['dice_mean']:.3f} ({seg[f'main/{r}']['dice_sd']:.3f})"
+                 if seg.get(f"main/{r}", {}).get("dice_mean") is not None else "n/a" for r in regions]
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+        table[key] = {r: seg.get(f"main/{r}", {}) for r in regions}
+    text = "\n".join(lines) + "\n"
+    write_text_atomic(Path(out_dir) / "subsets.md", text)
+    write_text_atomic(Path(out_dir) / "subsets.json", json.dumps(_json_safe(table), indent=2) + "\n")
+    return text
+
+
+def _bundle_report(predictor, results: list[CaseResult], data_spec: str, sequences: Sequence[str] | None,
+                   out_dir: str | os.PathLike, seconds: float) -> dict[str, Any]:
+    """The tables of one evaluation of a bundle (one sequence subset)."""
+    bundle = predictor.bundle
     if not results:
         raise ValueError(f"--data {data_spec}: no cases")
+    num_classes = max(bundle.labels, default=0) + 1
     seg_cases, seg_summary = segmentation_rows(results, num_classes, "main")
     cls_rows, curves = classification_rows(results, {t: list(c) for t, c in bundle.tasks.items()})
     info = {"model": f"{bundle.name} {bundle.version}", "bundle": str(bundle.folder), "data": data_spec,
-            "cases": len(results), "grid": "each case's input grid", "inference": "GliomaMTLLib.inference.Predictor",
-            "seconds_per_case": round((time.time() - start) / len(results), 3)}
-    return write_report(out_dir, f"Evaluation of model {bundle.name}", info, seg_cases, seg_summary, cls_rows, curves, [],
-                        None)
+            "cases": len(results), "sequences": subset_key(sequences),
+            "grid": "each case's input grid", "inference": "GliomaMTLLib.inference.Predictor",
+            "tta": predictor.tta, "seconds_per_case": round(seconds / len(results), 3),
+            "predict_seconds_per_case": round(float(np.mean([r.seconds for r in results])), 3)}
+    from GliomaMTLLib.genotype.evaluation import genotype_survival_rows
+
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    surv_rows = genotype_survival_rows(results, bundle.tasks, out_dir)  # paper 002: C-index by WHO subtype, km.png
+    return write_report(out_dir, f"Evaluation of model {bundle.name}", info, seg_cases, seg_summary, cls_rows, curves,
+                        surv_rows, None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -665,17 +633,9 @@ def evaluate_bundle(bundle_path: str | os.PathLike, data_spec: str, out_dir: str
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--run", help="a training run folder (runs/<name>)")
-    what.add_argument("--model", help="a model bundle folder or name (Resources/Models/<name>)")
-    parser.add_argument("--data", help="with --model: a BraTS-style folder (+ labels.csv) or "
-                        "synth:<adult|pediatric>[:n=N][:seed=S][:small] (default synth:<cohort>:n=8)")
-    parser.add_argument("--clinical-csv", help="with --model and a folder: the genotype / survival CSV")
-    parser.add_argument("--split", choices=("train", "val", "test"), help="with --run: split to evaluate (default test)")
-    parser.add_argument("--max-cases", type=int, help="evaluate at most this many cases")
-    parser.add_argument("--out", help="output folder (default <run>/eval-<split>)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--progress-json", action="store_true", help="print JSON-lines progress events on stdout")
+    from GliomaMTLLib.cli.evaluate_cmd import add_arguments as add
+
+    add(parser)
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -684,8 +644,13 @@ def run_from_args(args: argparse.Namespace) -> int:
         from GliomaMTLLib.progress import JsonLinesReporter
 
         reporter = JsonLinesReporter(sys.stdout)
+    subsets = [None if spec.strip().lower() == "all" else parse_sequences(spec) for spec in (args.sequences or [])]
+    sequences = subsets[0] if len(subsets) == 1 else None
+    if len(subsets) > 1 and args.run:
+        raise ValueError("--sequences: several subsets in one run need --model (with --run give one subset)")
     if args.run:
-        metrics = evaluate_run(args.run, args.out, args.split, args.max_cases, args.device, progress=reporter)
+        metrics = evaluate_run(args.run, args.out, args.split, args.max_cases, args.device, progress=reporter,
+                               sequences=sequences)
         out = args.out or str(Path(args.run) / f"eval-{metrics['info']['split']}")
     else:
         if not args.out:
@@ -697,12 +662,13 @@ def run_from_args(args: argparse.Namespace) -> int:
             cohort = "pediatric" if "braf" in load_bundle(args.model).tasks else "adult"
             data = f"synth:{cohort}:n=8"
         metrics = evaluate_bundle(args.model, data, args.out, args.clinical_csv, args.max_cases, args.device,
-                                  progress=reporter)
+                                  progress=reporter, sequences=sequences, subsets=subsets if len(subsets) > 1 else None,
+                                  tta=getattr(args, "tta", None))
         out = args.out
     if reporter is not None:
         reporter.done(out=str(out), metrics=metrics)
     else:
-        print((Path(out) / "report.md").read_text())
+        print((Path(out) / ("subsets.md" if "subsets" in metrics else "report.md")).read_text())
     return 0
 
 

@@ -6,9 +6,12 @@
 - ``stages``: network (NetConfig), preprocess (PreprocessConfig), ``mode`` (whole / crop /
   sliding), ``input_size`` (the network input the stage was trained on) and, for the main stage,
   ``crop_size`` (the window `GliomaMTLLib.inference.Predictor` runs it on) and ``overlap``
+- ``required_sequences`` / ``optional_sequences`` (recipe ``export.required_sequences``; default all required)
 - ``calibration``: a temperature per genotype task fitted on the validation split
-  (`GliomaMTLLib.metrics.fit_temperature`); probabilities shown to users are softmax(logits / T)
-- ``metrics``: the held-out (test split) evaluation of the run (GliomaMTLLib.train.evaluate)
+  (`GliomaMTLLib.metrics.fit_temperature`) on the probabilities of the run's
+  `GliomaMTLLib.inference.Predictor`; probabilities shown to users are softmax(logits / T)
+- ``metrics``: the held-out (test split) evaluation of the run through the same Predictor, on each
+  case's input grid (GliomaMTLLib.train.evaluate)
 - ``training``: recipe, data, iterations, time, hardware
 - ``card.md`` from ``training/card_template.md``
 """
@@ -24,37 +27,17 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from GliomaMTLLib.train.evaluate import eval_mode, evaluate_run, load_run, predict_prepared
-from GliomaMTLLib.train.data import prepare
+from GliomaMTLLib.train.evaluate import evaluate_run, load_run, predict_split, run_predictor
+from GliomaMTLLib.train.run_model import bundle_meta, eval_mode, stage_meta  # noqa: F401  (re-exported)
 
 CARD_TEMPLATE = Path(__file__).resolve().parent / "card_template.md"
 
 
-def stage_meta(conf: Mapping[str, Any], main: bool) -> dict[str, Any]:
-    """The ``model.json`` description of one stage (``main``: the last stage, the multi-task one)."""
-    from GliomaMTLLib.nets import NetConfig
-    from GliomaMTLLib.preprocess import PreprocessConfig
-
-    size = [int(s) for s in conf["phases"][-1]["input"]["size"]]
-    mode = eval_mode(conf)
-    meta: dict[str, Any] = {
-        "network": NetConfig.from_dict(conf["network"]).to_dict(),
-        "preprocess": PreprocessConfig.from_dict(conf["preprocess"]).to_dict(),
-        "mode": mode,
-        "input_size": size,
-    }
-    if main:
-        # GliomaMTLLib.inference.Predictor: one crop_size window on the tumor, or windows of that
-        # size over the brain when there is no localizer
-        meta["crop_size"] = size
-        meta["overlap"] = float(conf["evaluate"]["overlap"])
-    if conf["phases"][-1]["input"]["mode"] == "resize":
-        meta["resize_to"] = size
-    return meta
-
-
-def fit_calibration(recipe: Mapping[str, Any], runners, folders) -> tuple[dict[str, float], dict[str, Any]]:
+def fit_calibration(recipe: Mapping[str, Any], predictor) -> tuple[dict[str, float], dict[str, Any]]:
     """Temperature per task on the validation split, and how each was obtained.
+
+    The validation cases go through ``predictor`` (the run's uncalibrated Predictor, the one
+    cascade), so the temperatures fit the probabilities users get.
 
     Returns:
         ``({task: T}, {task: {"known_cases": n, "fitted": bool, "why": str}})``. A task with
@@ -65,7 +48,9 @@ def fit_calibration(recipe: Mapping[str, Any], runners, folders) -> tuple[dict[s
     if not recipe["tasks"]:
         return {}, {}
     minimum = int(recipe["export"]["calibration_min_cases"])
-    results = predict_prepared(recipe, runners, folders, "val")
+    # The run's Predictor has no calibration (T = 1): log-probabilities are the logits up to a
+    # per-case constant, which softmax(z / T) ignores, so the fitted T is the same.
+    results = predict_split(recipe, predictor, "val")
     temps: dict[str, float] = {}
     info: dict[str, Any] = {}
     for task in recipe["tasks"]:
@@ -115,7 +100,7 @@ def render_card(meta: Mapping[str, Any], recipe: Mapping[str, Any], metrics: Map
         geno_lines.append(f"| {task} | {row.get('n')} | {_fmt(row.get('auc'))} | {_fmt(row.get('accuracy'))} | "
                           f"{_fmt(row.get('sensitivity'))} | {_fmt(row.get('specificity'))} | "
                           f"{_fmt(meta.get('calibration', {}).get(task))} |")
-    hw = training.get("hardware", {})
+    hw = training.get("hardware") or {}
     stages = "\n".join(
         f"- `{name}`: {s['mode']} input {'x'.join(map(str, s['input_size']))} at "
         f"{s['preprocess'].get('spacing') or 'native'} mm, features {s['network']['features']}, "
@@ -128,7 +113,9 @@ def render_card(meta: Mapping[str, Any], recipe: Mapping[str, Any], metrics: Map
                  if data["source"] == "synth" else f"cases from `{data['root']}` (clinical table `{data['clinical_csv']}`)")
     values = {
         "name": meta["name"], "version": meta["version"], "description": meta.get("description", ""),
-        "sequences": ", ".join(meta["sequences"]),
+        "sequences": ", ".join(meta["sequences"]) + (
+            f" (required: {', '.join(meta['required_sequences'])}; optional, filled as sequence dropout when missing: "
+            f"{', '.join(meta['optional_sequences'])})" if meta.get("optional_sequences") else ""),
         "labels": ", ".join(f"{k} = {v}" for k, v in meta["labels"].items()),
         "tasks": ", ".join(f"{t} ({'/'.join(c)})" for t, c in meta["tasks"].items()) or "none",
         "stages": stages, "recipe": training["recipe"], "paper": recipe.get("paper") or "",
@@ -153,26 +140,17 @@ def export_run(run_dir: str | Path, out: str | Path, overwrite: bool = False, ev
     from GliomaMTLLib.train.checkpoint import load_stage_weights
 
     run_dir = Path(run_dir)
-    recipe, runners = load_run(run_dir)
+    recipe, run = load_run(run_dir)
     run_info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
     if run_info.get("status") not in (None, "finished"):
         raise ValueError(f"{run_dir}: the run is {run_info.get('status')!r}, not finished; resume it first")
-    folders = prepare(recipe, run_dir).folders
-    calibration, calibration_fit = fit_calibration(recipe, runners, folders) if recipe["export"]["calibrate"] else ({}, {})
+    predictor = run_predictor(run)
+    calibration, calibration_fit = fit_calibration(recipe, predictor) if recipe["export"]["calibrate"] else ({}, {})
     metrics: dict[str, Any] = {}
     if evaluate:
         metrics = evaluate_run(run_dir, run_dir / "eval-test", "test", max_eval_cases)
-    name = recipe["export"]["name"] or recipe["name"]
     meta = {
-        "name": name,
-        "version": str(recipe["export"]["version"]),
-        "description": recipe["export"]["description"] or recipe["description"],
-        "sequences": list(recipe["sequences"]),
-        "labels": {str(k): v for k, v in recipe["labels"].items()},
-        "tasks": {t: list(c) for t, c in recipe["tasks"].items()},
-        "stages": {stage: stage_meta(conf, main=stage == list(recipe["stages"])[-1])
-                   for stage, conf in recipe["stages"].items()},
-        "postprocess": dict(recipe["postprocess"]),
+        **bundle_meta(recipe),
         "calibration": calibration,
         "calibration_fit": calibration_fit,
         "training": {
@@ -184,7 +162,8 @@ def export_run(run_dir: str | Path, out: str | Path, overwrite: bool = False, ev
             "hardware": run_info.get("hardware"),
             "synthetic_only": recipe["data"]["source"] == "synth",
         },
-        "metrics": {"split": "test", "segmentation": metrics.get("segmentation", {}),
+        "metrics": {"split": "test", "grid": "each case's input grid", "inference": "GliomaMTLLib.inference.Predictor",
+                    "segmentation": metrics.get("segmentation", {}),
                     "genotype": metrics.get("genotype", {}), "survival": metrics.get("survival", [])},
     }
     state_dicts = {stage: load_stage_weights(run_dir, stage) for stage in recipe["stages"]}

@@ -91,13 +91,15 @@ class _PerChannel:
 
 class Augmenter:
     """Spatial (flips, small rotations/scales), intensity (scale, shift, gamma, noise, bias field,
-    random monotone contrast curves) and sequence dropout for one stage.
+    random monotone contrast curves) and sequence dropout for one stage: each channel zeroed with
+    ``sequence_dropout``, or, with ``sequence_subset_prob``, all but one of ``sequence_subsets``
+    (names of ``sequences``), so the network learns every subset a real cohort may bring.
 
     Intensity changes are applied inside the brain only: the background stays 0, as the
     preprocessing leaves it at inference.
     """
 
-    def __init__(self, conf: Mapping[str, Any], channels: int) -> None:
+    def __init__(self, conf: Mapping[str, Any], channels: int, sequences: Sequence[str] | None = None) -> None:
         from monai.transforms import (
             Compose,
             RandAdjustContrast,
@@ -113,6 +115,15 @@ class Augmenter:
         self.conf = dict(conf)
         self.enabled = bool(conf["enabled"])
         self.channels = channels
+        names = list(sequences) if sequences is not None else []
+        self.subsets: list[list[int]] = []
+        for subset in (conf.get("sequence_subsets") or []) if sequences is not None else []:  # needs the names
+            unknown = [s for s in subset if s not in names]
+            if unknown or not subset:
+                raise ValueError(f"augment.sequence_subsets: {subset} names sequence(s) {unknown} "
+                                 f"that are not inputs of this recipe ({names})")
+            self.subsets.append([names.index(s) for s in subset])
+        self.subset_prob = float(conf.get("sequence_subset_prob") or 0.0)
         spatial = [RandFlipd(keys=["image", "label"], prob=float(conf["flip_prob"]), spatial_axis=a) for a in range(3)]
         if float(conf["affine_prob"]) > 0:
             rot = float(np.deg2rad(conf["rotate_deg"]))
@@ -169,7 +180,11 @@ class Augmenter:
             img = _plain(self.intensity(img))
         img = torch.where(brain, img, torch.zeros((), dtype=img.dtype))
         p_drop = float(self.conf["sequence_dropout"])
-        if p_drop > 0 and self.channels > 1:
+        if self.subsets and self.subset_prob > 0 and rng.random() < self.subset_prob:
+            drop = np.ones(self.channels, dtype=bool)
+            drop[self.subsets[int(rng.integers(len(self.subsets)))]] = False
+            img[torch.as_tensor(drop)] = 0.0
+        elif p_drop > 0 and self.channels > 1:
             drop = rng.random(self.channels) < p_drop
             if drop.all():
                 drop[int(rng.integers(self.channels))] = False
@@ -254,6 +269,68 @@ class Sampler:
 
     def batch(self, iteration: int, slots: Sequence[int]) -> dict[str, Any]:
         return collate([self.sample(iteration, s) for s in slots])
+
+
+class Prefetcher:
+    """Draws the batches of iterations ``start .. stop-1`` ahead of use in one background thread.
+
+    Every batch is a pure function of its iteration (counter-based randomness, see the module
+    docstring), and the one worker thread is the only user of the sampler (its MONAI transforms
+    keep state), so a run gives the same batches with or without prefetching. With ``depth`` 0
+    batches are drawn in the calling thread. On a 2-core CPU the augmentation (numpy, MONAI,
+    mostly outside the GIL) then overlaps the network's forward and backward pass.
+    """
+
+    def __init__(self, sampler: Sampler, slots: Sequence[int], start: int, stop: int, depth: int = 2) -> None:
+        self.sampler = sampler
+        self.slots = list(slots)
+        self.stop = int(stop)
+        self.depth = max(int(depth), 0)
+        self._pool = None
+        self._pending: dict[int, Any] = {}
+        self._next = int(start)
+        if self.depth > 0:
+            self._start(int(start))
+
+    def _start(self, iteration: int) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gliomamtl-prefetch")
+        self._next = iteration
+        self._fill()
+
+    def _fill(self) -> None:
+        while self._next < self.stop and len(self._pending) < self.depth:
+            self._pending[self._next] = self._pool.submit(self.sampler.batch, self._next, self.slots)
+            self._next += 1
+
+    def get(self, iteration: int) -> dict[str, Any]:
+        """The batch of ``iteration`` (iterations must be asked for in increasing order)."""
+        if self._pool is None:
+            return self.sampler.batch(iteration, self.slots)
+        future = self._pending.pop(iteration, None)
+        if future is None:  # asked out of order: drop the queue and restart from here
+            self.close()
+            self._start(iteration)
+            future = self._pending.pop(iteration)
+        batch = future.result()
+        self._fill()
+        return batch
+
+    def close(self) -> None:
+        """Stop the worker (pending batches are dropped)."""
+        if self._pool is not None:
+            for future in self._pending.values():
+                future.cancel()
+            self._pool.shutdown(wait=True)
+            self._pool = None
+            self._pending = {}
+
+    def __enter__(self) -> "Prefetcher":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 def collate(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -34,10 +34,11 @@ from GliomaMTLLib.io.atomic import write_text_atomic
 from GliomaMTLLib.train import checkpoint as ckpt
 from GliomaMTLLib.train.config import ConfigError, dump_recipe, fingerprint, phase_iterations, phase_loss_config, schedule_plan
 from GliomaMTLLib.train.data import load_dataset, prepare
-from GliomaMTLLib.train.sampling import Augmenter, Sampler, to_device
+from GliomaMTLLib.train.sampling import Augmenter, Prefetcher, Sampler, to_device
 
-# Recipe sections that may differ when a run is resumed (how it runs, not what it trains).
-_RESUMABLE_CHANGES = ("train",)
+# Recipe sections that may differ when a run is resumed (how it runs, is evaluated and exported,
+# not what it trains).
+_RESUMABLE_CHANGES = ("train", "evaluate", "export", "postprocess", "smoke", "description", "paper")
 _DATA_RUNTIME_KEYS = ("workers", "cache_dir", "in_memory")
 
 
@@ -302,6 +303,11 @@ class Trainer:
         threads = torch.get_num_threads()
         if self.recipe["train"]["num_threads"]:
             torch.set_num_threads(int(self.recipe["train"]["num_threads"]))
+        if self.device.type == "cpu":
+            from GliomaMTLLib.nets.cpu import tune_malloc_for_large_tensors
+
+            # 3D feature maps are freed and reallocated every iteration: keep them in the heap
+            tune_malloc_for_large_tensors()
         try:
             return self._run()
         finally:
@@ -318,12 +324,13 @@ class Trainer:
         elapsed_before = float(state["elapsed"]) if state is not None else 0.0
 
         if self.dist.is_main:
-            report = prepare(self.recipe, self.run_dir, progress=self._prepare_progress)
+            report = prepare(self.recipe, self.run_dir, progress=self._prepare_progress, splits=("train",))
             if not self.quiet:
                 print(f"[train] prepared data: {report.built} built, {report.reused} reused "
                       f"({report.seconds:.1f} s)", file=sys.stderr)
         _barrier(self.dist)
-        folders = prepare(self.recipe, self.run_dir).folders if not self.dist.is_main else report.folders
+        folders = (prepare(self.recipe, self.run_dir, splits=("train",)).folders if not self.dist.is_main
+                   else report.folders)
 
         seed = int(self.recipe["seed"])
         tasks = list(self.recipe["tasks"])
@@ -345,7 +352,8 @@ class Trainer:
                 torch.manual_seed(seed + 1000 * stage_index)
                 net = build_network(conf["network"]).to(self.device)
                 cases = load_dataset(self.recipe, folders[stage], splits=("train",))
-                augment = Augmenter(conf["augment"], channels=len(self.recipe["sequences"]))
+                augment = Augmenter(conf["augment"], channels=len(self.recipe["sequences"]),
+                                    sequences=self.recipe["sequences"])
                 dist_regions = self._dist_regions(net)
                 resume_here = state is not None and state["stage"] == stage
                 if conf["init"] and not resume_here:
@@ -478,17 +486,33 @@ class Trainer:
         params = [p for g in optimizer.param_groups for p in g["params"]]
         loss_params = [p for p in loss_fn.parameters() if p.requires_grad]
         clip = float(conf["optim"]["grad_clip"] or 0)
+        net.train()
+        prefetch = Prefetcher(sampler, slots, start_it, n_iter, depth=int(train.get("prefetch") or 0))
+        try:
+            return self._phase_loop(stage, stage_index, phase, phase_index, n_iter, start_it, global_offset, net,
+                                    loss_fn, model, optimizer, scheduler, scaler, prefetch, params, loss_params,
+                                    clip, with_genotype, global_batch, done_stages, elapsed_before, start_wall, bar)
+        finally:
+            prefetch.close()
+
+    def _phase_loop(self, stage, stage_index, phase, phase_index, n_iter, start_it, global_offset, net, loss_fn,
+                    model, optimizer, scheduler, scaler, prefetch, params, loss_params, clip, with_genotype,
+                    global_batch, done_stages, elapsed_before, start_wall, bar) -> int | None:
+        """The iterations of one phase (see `_train_phase`); logs data and compute time apart."""
+        train = self.recipe["train"]
         log_every = max(int(train["log_every"]), 1)
         ckpt_every = int(train["checkpoint_every"] or 0)
         stop_after = train["stop_after"]
-        net.train()
-        t_last, since_last = time.time(), 0
+        t_last, since_last, cpu_last = time.time(), 0, time.process_time()
+        t_data = t_compute = 0.0
         for it in range(start_it, n_iter):
             if stop_after is not None and global_offset + it >= int(stop_after):
                 _barrier(self.dist)
                 return it
             global_it = global_offset + it + 1
-            batch = to_device(sampler.batch(it, slots), self.device)
+            t0 = time.perf_counter()
+            batch = to_device(prefetch.get(it), self.device)
+            t1 = time.perf_counter()
             autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
                         else contextlib.nullcontext())
             with autocast:
@@ -514,7 +538,9 @@ class Trainer:
                 optimizer.step()
             scheduler.step()
             since_last += 1
-            loss_value = float(total.detach())
+            loss_value = float(total.detach())  # also waits for the device
+            t_data += t1 - t0
+            t_compute += time.perf_counter() - t1
             if not math.isfinite(loss_value):
                 raise FloatingPointError(f"{stage}/{phase['name']} iteration {it + 1}: the loss is {loss_value}")
             if bar is not None:
@@ -529,8 +555,14 @@ class Trainer:
                     "lr": [g["lr"] for g in optimizer.param_groups], "global_batch": global_batch,
                     "time": round(elapsed_before + now - start_wall, 3),
                     "sec_per_it": round((now - t_last) / since_last, 4),
+                    # waiting for the batch (0 when prefetching keeps up) / forward+backward+step
+                    "data_sec_per_it": round(t_data / since_last, 4),
+                    "compute_sec_per_it": round(t_compute / since_last, 4),
+                    # CPU seconds of the whole process (all threads): comparable on a busy machine
+                    "cpu_sec_per_it": round((time.process_time() - cpu_last) / since_last, 4),
                 }
-                t_last, since_last = now, 0
+                t_last, since_last, cpu_last = now, 0, time.process_time()
+                t_data = t_compute = 0.0
                 self._log(entry)
                 if self.reporter is not None and self.dist.is_main:
                     self.reporter.progress(global_it / max(self.total_iterations, 1),

@@ -1,0 +1,185 @@
+"""Named radiological features of one crop, computed differentiably in torch.
+
+Inputs (one case, on the main network's crop, canonical LPS order ``z, y, x``):
+
+* ``probs``: (4, z, y, x) softmax of the segmentation (background, NCR, ED, ET) - the model's
+  own prediction, never the reference labels;
+* ``image``: (C, z, y, x) z-scored sequences in the bundle's order (``t1n, t1c, t2w, t2f`` for the
+  adult model; any missing sequence leaves its features at 0);
+* ``depth`` (z, y, x) mm below the brain surface and ``position`` (3, z, y, x) in brain
+  half-extents (see :mod:`GliomaMTLLib.genotype.context`), constants for the gradients.
+
+Every feature is a ratio of soft (probability-weighted) sums, so gradients reach both the
+segmentation and the image, and integrated gradients can explain the whole path. Soft masks:
+``wt = p1 + p2 + p3``, ``tc = p1 + p3`` (core), ``ncr = p1``, ``ed = p2``, ``et = p3``.
+
+The literature cues they stand for (WHO CNS5 adult diffuse glioma and pediatric LGG imaging):
+ring enhancement around necrosis and large edema (IDH-wildtype), little enhancement and the
+T2-FLAIR mismatch (IDH-mutant astrocytoma), frontal cortical location and calcification
+(1p/19q-codeleted oligodendroglioma), posterior-fossa cystic tumours (BRAF fusion).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+#: Feature names in the order of :func:`radiological_features`' output.
+FEATURE_NAMES: tuple[str, ...] = (
+    "log_wt_ml",  # whole tumor volume, log(1 + ml)
+    "log_tc_ml",  # tumor core volume
+    "et_share_of_core",  # enhancing share of the core
+    "ncr_share_of_core",  # necrotic / non-enhancing share of the core
+    "core_share_of_wt",
+    "log_edema_to_core",  # edema extent relative to the core
+    "rim_thickness_mm",  # enhancing volume / core surface
+    "rim_completeness",  # share of the necrosis border covered by enhancement
+    "core_sphericity",  # 36 pi V^2 / A^3: 1 for one ball, ~1/n for n separate balls
+    "wt_sphericity",
+    "enhancement_core",  # mean (t1c - t1n) in the core
+    "enhancement_et",  # mean (t1c - t1n) in the enhancing part
+    "mismatch_t2_minus_flair_ncr",  # T2 bright, FLAIR suppressed in the non-enhancing core
+    "flair_rim_minus_center_ncr",  # FLAIR-bright rim around a suppressed centre
+    "t2_ncr",
+    "flair_ncr",
+    "t2_edema",
+    "flair_edema",
+    "calcification_share",  # share of the core dark on T2 and FLAIR (calcification-like foci)
+    "margin_sharpness",  # mean FLAIR gradient magnitude across the tumor border, per mm
+    "position_superior",
+    "position_anterior",
+    "position_left",  # laterality
+    "midline_distance",
+    "frontal_share",
+    "temporal_share",
+    "depth_mm",  # depth of the tumor below the brain surface
+    "cortical_share",  # share of the tumor within 6 mm of the surface
+)
+
+_EPS = 1e-6
+_T1N, _T1C, _T2W, _T2F = "t1n", "t1c", "t2w", "t2f"
+
+
+def _wmean(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Weighted mean of ``x`` with weights ``w`` (0 when the weights vanish)."""
+    return (x * w).sum() / (w.sum() + 1e-3)
+
+
+def gradient_magnitude(x: torch.Tensor, spacing_zyx: Sequence[float]) -> torch.Tensor:
+    """|grad x| per mm of a (z, y, x) tensor by central differences (edges replicated)."""
+    p = F.pad(x[None, None], (1, 1, 1, 1, 1, 1), mode="replicate")[0, 0]
+    dz = (p[2:, 1:-1, 1:-1] - p[:-2, 1:-1, 1:-1]) / (2.0 * float(spacing_zyx[0]))
+    dy = (p[1:-1, 2:, 1:-1] - p[1:-1, :-2, 1:-1]) / (2.0 * float(spacing_zyx[1]))
+    dx = (p[1:-1, 1:-1, 2:] - p[1:-1, 1:-1, :-2]) / (2.0 * float(spacing_zyx[2]))
+    return torch.sqrt(dz * dz + dy * dy + dx * dx + 1e-8)
+
+
+def _box_mean(x: torch.Tensor, k: int) -> torch.Tensor:
+    return F.avg_pool3d(x[None, None], k, stride=1, padding=k // 2, count_include_pad=False)[0, 0]
+
+
+def radiological_features(
+    probs: torch.Tensor,
+    image: torch.Tensor,
+    depth: torch.Tensor,
+    position: torch.Tensor,
+    spacing_zyx: Sequence[float],
+    sequences: Sequence[str] = (_T1N, _T1C, _T2W, _T2F),
+) -> torch.Tensor:
+    """The (F,) feature vector of one crop, in the order of :data:`FEATURE_NAMES`.
+
+    Raises:
+        ValueError: on inconsistent shapes or fewer than 4 segmentation classes.
+    """
+    if probs.ndim != 4 or probs.shape[0] < 4:
+        raise ValueError(f"probs must be (4, z, y, x) softmax (background, NCR, ED, ET); got {tuple(probs.shape)}")
+    shape = probs.shape[1:]
+    if image.shape[1:] != shape or depth.shape != shape or position.shape != (3, *shape):
+        raise ValueError(
+            f"image {tuple(image.shape)}, depth {tuple(depth.shape)} and position {tuple(position.shape)} "
+            f"must lie on the probs grid {tuple(shape)}"
+        )
+    if image.shape[0] != len(sequences):
+        raise ValueError(f"image has {image.shape[0]} channels for sequences {list(sequences)}")
+    dtype = probs.dtype
+    voxel_ml = math.prod(float(s) for s in spacing_zyx) / 1000.0
+    voxel_mm3 = voxel_ml * 1000.0
+    ncr, ed, et = probs[1], probs[2], probs[3]
+    tc = ncr + et
+    wt = tc + ed
+    zero = torch.zeros(shape, dtype=dtype, device=probs.device)
+    seq = {name: image[i] for i, name in enumerate(sequences)}
+    t1n, t1c, t2w, t2f = (seq.get(n, zero) for n in (_T1N, _T1C, _T2W, _T2F))
+
+    v_wt, v_tc, v_ncr, v_ed, v_et = (m.sum() for m in (wt, tc, ncr, ed, et))
+    one = 1.0 / voxel_ml  # one ml in voxels: keeps ratios tame when a compartment is empty
+    sz, sy, sx = (float(s) for s in spacing_zyx)
+    mean_area = (sy * sx + sz * sx + sz * sy) / 3.0  # mm^2 of one voxel face
+
+    g_tc = gradient_magnitude(tc, spacing_zyx)
+    g_wt = gradient_magnitude(wt, spacing_zyx)
+    g_ncr = gradient_magnitude(ncr, spacing_zyx)
+    # surface area (mm^2) of a soft mask = integral of |grad| over the volume
+    area_tc = g_tc.sum() * voxel_mm3
+    area_wt = g_wt.sum() * voxel_mm3
+
+    def sphericity(volume_vox: torch.Tensor, area: torch.Tensor) -> torch.Tensor:
+        vol = volume_vox * voxel_mm3
+        return 36.0 * math.pi * vol**2 / (area**3 + 36.0 * math.pi * (mean_area * 8.0) ** 3 + _EPS)
+
+    et_near = torch.clamp(3.0 * _box_mean(et, 5), 0.0, 1.0)
+    ncr_inner = ncr * torch.clamp(_box_mean(ncr, 5), 0.0, 1.0) ** 4
+    ncr_border = torch.clamp(ncr - ncr_inner, min=0.0)
+    t2_tc = _wmean(t2w, tc)
+    calc = tc * torch.sigmoid((t2_tc - t2w - 1.5) / 0.3) * torch.sigmoid((_wmean(t2f, tc) - t2f - 1.0) / 0.3)
+    g_flair = gradient_magnitude(t2f, spacing_zyx)
+    sup, ant, left = position[0], position[1], position[2]
+    lateral = torch.abs(left)
+
+    feats = [
+        torch.log1p(v_wt * voxel_ml),
+        torch.log1p(v_tc * voxel_ml),
+        v_et / (v_tc + one),
+        v_ncr / (v_tc + one),
+        v_tc / (v_wt + one),
+        torch.log((v_ed + one) / (v_tc + one)),
+        v_et * voxel_mm3 / (area_tc + mean_area * 50.0),
+        (g_ncr * et_near).sum() / (g_ncr.sum() + 1.0),
+        sphericity(v_tc, area_tc),
+        sphericity(v_wt, area_wt),
+        _wmean(t1c - t1n, tc),
+        _wmean(t1c - t1n, et),
+        _wmean(t2w - t2f, ncr),
+        _wmean(t2f, ncr_border) - _wmean(t2f, ncr_inner),
+        _wmean(t2w, ncr),
+        _wmean(t2f, ncr),
+        _wmean(t2w, ed),
+        _wmean(t2f, ed),
+        calc.sum() / (v_tc + one),
+        _wmean(g_flair, g_wt),
+        _wmean(sup, wt),
+        _wmean(ant, wt),
+        _wmean(left, wt),
+        _wmean(lateral, wt),
+        _wmean(torch.sigmoid((ant - 0.25) / 0.1), wt),
+        _wmean(torch.sigmoid((-sup - 0.1) / 0.1) * torch.sigmoid((lateral - 0.35) / 0.1), wt),
+        _wmean(depth, wt),
+        _wmean(torch.sigmoid((6.0 - depth) / 1.5), wt),
+    ]
+    out = torch.stack([f.to(dtype) for f in feats])
+    assert out.shape[0] == len(FEATURE_NAMES)
+    return out
+
+
+def features_numpy(arrays: dict, sequences: Sequence[str] = (_T1N, _T1C, _T2W, _T2F)) -> "np.ndarray":  # noqa: F821
+    """:func:`radiological_features` of stored arrays (``probs``, ``image``, ``depth``, ``position``,
+    ``spacing_zyx``), as a float64 numpy vector."""
+    import numpy as np
+
+    t = {k: torch.as_tensor(np.asarray(arrays[k], dtype=np.float32)) for k in ("probs", "image", "depth", "position")}
+    spacing = [float(s) for s in np.asarray(arrays["spacing_zyx"]).ravel()]
+    with torch.no_grad():
+        return radiological_features(t["probs"], t["image"], t["depth"], t["position"], spacing, sequences).double().numpy()

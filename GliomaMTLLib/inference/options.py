@@ -1,0 +1,16 @@
+"""Choices the command line offers before anything heavy is imported.
+
+The ``--help`` of every sub-command is built from these constants; this module imports nothing
+(no torch, MONAI, NumPy or SimpleITK), so ``gliomamtl --help`` stays fast. The modules that use
+them (:mod:`~GliomaMTLLib.inference.device`, :mod:`~GliomaMTLLib.inference.engines`,
+:mod:`~GliomaMTLLib.inference.predictor`) re-export them.
+"""
+
+from __future__ import annotations
+
+#: Bundle used when no ``--model`` is given.
+DEFAULT_MODEL = "gliomamtl_adult"
+#: ``--device`` values (``cuda:N`` is accepted too).
+DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+#: ``--engine`` values: ONNX Runtime on the CPU when installed (``auto``), or PyTorch.
+ENGINES: tuple[str, ...] = ("auto", "torch", "onnx")

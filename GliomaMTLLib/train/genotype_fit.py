@@ -1,0 +1,434 @@
+"""Fit, calibrate and measure the radiological-feature genotype path of a shipped bundle.
+
+    python -m GliomaMTLLib.train.genotype_fit --model gliomamtl_adult --cohort adult \\
+        --cache runs/genotype_fit/cache_adult --counts train=120,val=100,test=100,transfer=30 \\
+        --out runs/genotype_fit/adult [--collect] [--update-bundle] [--version 0.2.1]
+
+Stages (each reads what the one before left on disk, so a killed run resumes):
+
+1. ``--collect``: generate the phantoms of ``--counts`` (seeds in
+   :data:`GliomaMTLLib.genotype.collect.SPLIT_SEEDS`; ``transfer`` renders with a contrast spread
+   training never used), run the bundle through :class:`~GliomaMTLLib.inference.Predictor`, keep
+   its genotype window, soft segmentation and location maps (one ``.npz`` per case).
+2. Features of every cached case (the model's own segmentation, never the reference labels).
+3. Per task, on the development pool (``train`` + ``val``): standardization; class-balanced L2
+   logistic regression, its strength chosen by 5-fold cross-validated AUC; Platt calibration on
+   5-fold out-of-fold logits (refused for near-constant or unvalidated logits); the Mahalanobis
+   OOD threshold at <= 5% out-of-fold false alarms. Then, on ``test`` and ``transfer`` (never
+   seen before): AUC with a bootstrap CI, accuracy, sensitivity, specificity at 0.5 and at the
+   development Youden threshold, ECE, abstained fraction; "not learned" when the test AUC
+   interval includes 0.5. Survival: Cox on the features, C-index overall and per WHO subtype.
+4. Outputs in ``--out``: ``results.json``, ``card_section.md``, ``reliability.png``, ``roc.png``,
+   ``km.png``, ``genotype_path.json``. ``--update-bundle`` then writes the path, status, abstain
+   band and metrics into the bundle's ``model.json`` (one load-modify-write), sets its version,
+   appends the card section and copies the PNGs beside the card.
+
+Progress: JSON lines on stdout with ``--progress-json`` (``progress`` events, then ``done``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULT_BAND = (0.35, 0.65)
+
+
+def _parse_counts(text: str) -> dict[str, int]:
+    out = {}
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        if key not in ("train", "val", "test", "transfer") or not value.isdigit():
+            raise SystemExit(f"--counts: expected split=N for train, val, test, transfer; got {part!r}")
+        out[key] = int(value)
+    return out
+
+
+def load_features(cache: Path, sequences: tuple[str, ...], tasks: dict[str, tuple[str, ...]]) -> dict[str, dict[str, Any]]:
+    """Split -> {"ids", "X" (N, F), "y" {task: (N,)}, "cnn" {task: (N, K)}, "meta" [...]} of the cached cases."""
+    from GliomaMTLLib.genotype.collect import iter_cache
+    from GliomaMTLLib.genotype.features import features_numpy
+
+    out: dict[str, dict[str, Any]] = {}
+    for path in iter_cache(cache):
+        with np.load(path) as z:
+            meta = json.loads(str(z["meta"]))
+            if "probs" not in z.files:
+                meta["found"] = False
+            split = out.setdefault(meta["split"], {"ids": [], "X": [], "y": {t: [] for t in tasks}, "cnn": {t: [] for t in tasks},
+                                                   "meta": []})
+            if not meta.get("found", False):
+                split.setdefault("not_found", []).append(meta["case_id"])
+                continue
+            arrays = {k: z[k] for k in ("probs", "image", "depth", "position", "spacing_zyx")}
+            split["X"].append(features_numpy(arrays, sequences))
+            for t, classes in tasks.items():
+                label = meta.get(t)
+                split["y"][t].append(classes.index(label) if label in classes else -1)
+                key = f"cnn_logits_{t}"
+                split["cnn"][t].append(np.asarray(z[key], float) if key in z.files else np.zeros(len(classes)))
+        split["ids"].append(meta["case_id"])
+        split["meta"].append(meta)
+    for split in out.values():
+        split["X"] = np.asarray(split["X"], float)
+        split["y"] = {t: np.asarray(v, int) for t, v in split["y"].items()}
+        split["cnn"] = {t: np.asarray(v, float) for t, v in split["cnn"].items()}
+    return out
+
+
+def _softmax(s: np.ndarray) -> np.ndarray:
+    e = np.exp(s - s.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def youden_threshold(y: np.ndarray, p1: np.ndarray) -> float:
+    """Threshold on P(class 1) maximizing sensitivity + specificity (ties: the one nearest 0.5)."""
+    from GliomaMTLLib.metrics.classification import roc_curve_points
+
+    fpr, tpr, thr = roc_curve_points(np.asarray(y), np.asarray(p1, float))
+    j = tpr - fpr
+    finite = np.isfinite(thr) & np.isfinite(j)
+    if not finite.any():
+        return 0.5
+    best = np.flatnonzero(finite & (j >= np.nanmax(j[finite]) - 1e-12))
+    return float(thr[best[np.argmin(np.abs(thr[best] - 0.5))]])
+
+
+def _task_metrics(y: np.ndarray, probs: np.ndarray, classes: tuple[str, ...], band: tuple[float, float],
+                  threshold: float | None = None) -> dict[str, Any]:
+    from GliomaMTLLib.metrics.calibration import expected_calibration_error
+    from GliomaMTLLib.metrics.classification import classification_metrics
+
+    m = classification_metrics(y, probs, class_names=classes, threshold=0.5, n_boot=1000, seed=0)
+    m["ece"] = expected_calibration_error(probs, y)
+    keep = y >= 0
+    if probs.shape[1] == 2 and threshold is not None:
+        at = classification_metrics(y, probs, class_names=classes, threshold=threshold, n_boot=0)
+        m.update(chosen_threshold=float(threshold), accuracy_at_chosen=at["accuracy"],
+                 sensitivity_at_chosen=at["sensitivity"], specificity_at_chosen=at["specificity"])
+    if probs.shape[1] == 2:
+        p1 = probs[keep, 1]
+        decided = (p1 < band[0]) | (p1 > band[1])
+        m["abstained_fraction"] = float(1 - decided.mean()) if len(p1) else float("nan")
+        m["accuracy_when_decided"] = float(((p1[decided] >= 0.5) == (y[keep][decided] == 1)).mean()) if decided.any() else float("nan")
+    return m
+
+
+def _pool(data: dict[str, dict[str, Any]], splits: tuple[str, ...]) -> dict[str, Any]:
+    parts = [data[s] for s in splits if s in data and len(data[s]["X"])]
+    return {"X": np.concatenate([p["X"] for p in parts]),
+            "y": {t: np.concatenate([p["y"][t] for p in parts]) for t in parts[0]["y"]},
+            "ids": [i for p in parts for i in p["ids"]]}
+
+
+def fit_and_measure(data: dict[str, dict[str, Any]], tasks: dict[str, tuple[str, ...]], *, band: tuple[float, float],
+                    temperatures: dict[str, float], log: Any = print) -> dict[str, Any]:
+    """Fit the path on the development phantoms (``train`` + ``val``), measure on ``test`` and ``transfer``.
+
+    The regression strength is chosen by 5-fold cross-validation on the development pool; Platt
+    calibration and the OOD threshold are fitted on out-of-fold logits / distances of the same pool
+    (every development case is a validation case once); the final regression uses the whole pool.
+    ``test`` and ``transfer`` are never used before measuring.
+
+    Returns ``{"spec": genotype_path dict, "status", "metrics", "cnn_metrics", "arrays", "standardize"}``.
+    """
+    from GliomaMTLLib.genotype.features import FEATURE_NAMES
+    from GliomaMTLLib.genotype.fit import (fit_calibration, fit_ood_cv, fit_standardization, fit_task,
+                                           out_of_fold_logits, task_status)
+    from GliomaMTLLib.genotype.model import KIND, TaskRegression
+
+    dev = _pool(data, ("train", "val"))
+    mean, scale = fit_standardization(dev["X"])
+
+    def std(x: np.ndarray) -> np.ndarray:
+        return (x - mean) / scale
+
+    z_dev = std(dev["X"])
+    spec: dict[str, Any] = {"kind": KIND, "features": list(FEATURE_NAMES), "mean": mean.tolist(), "scale": scale.tolist(),
+                            "tasks": {}}
+    fit_info, status, metrics, cnn_metrics, arrays = {}, {}, {}, {}, {}
+    for task, classes in tasks.items():
+        reg, info = fit_task(z_dev, dev["y"][task], classes)
+        oof = out_of_fold_logits(z_dev, dev["y"][task], info["C"])
+        cal = fit_calibration(oof, dev["y"][task])
+        reg.calibration = {k: cal[k] for k in ("method", "a", "b", "temperature") if k in cal}
+        spec["tasks"][task] = reg.to_dict()
+        stored = TaskRegression.from_dict(spec["tasks"][task], len(FEATURE_NAMES), task)
+        fit_info[task] = {**info, "calibration": cal,
+                          "coefficients": dict(zip(FEATURE_NAMES, reg.coef[0].round(4).tolist())) if reg.coef.shape[0] == 1 else None}
+        metrics[task], cnn_metrics[task], arrays[task] = {}, {}, {}
+        known = dev["y"][task] >= 0
+        oof_probs = _softmax(np.nan_to_num(_cal(stored, oof)))
+        chosen = youden_threshold(dev["y"][task][known], oof_probs[known, 1]) if len(classes) == 2 else None
+        metrics[task]["development (out-of-fold)"] = _task_metrics(np.where(known, dev["y"][task], -1), oof_probs, classes,
+                                                                   band, chosen)
+        for split in ("test", "transfer"):
+            if split not in data or not len(data[split]["X"]):
+                continue
+            probs = _softmax(_calibrated(stored, std(data[split]["X"])))
+            metrics[task][split] = _task_metrics(data[split]["y"][task], probs, classes, band, chosen)
+            arrays[task][split] = (data[split]["y"][task], probs)
+            cnn = _softmax(data[split]["cnn"][task] / temperatures.get(task, 1.0))
+            cnn_metrics[task][split] = _task_metrics(data[split]["y"][task], cnn, classes, band)
+        status[task] = task_status(metrics[task]["test"])
+        m = metrics[task]["test"]
+        log(f"{task}: test AUC {m['auc']:.3f} [{m['auc_ci_low']:.3f}, {m['auc_ci_high']:.3f}], ECE {m['ece']:.3f}, "
+            f"out-of-fold AUC {metrics[task]['development (out-of-fold)']['auc']:.3f}; "
+            f"CNN head test AUC {cnn_metrics[task]['test']['auc']:.3f}; calibration: {cal['why']}")
+    ood = fit_ood_cv(z_dev)
+    spec["ood"] = ood.to_dict()
+    for split in ("test", "transfer"):
+        if split in data and len(data[split]["X"]):
+            spec["ood"][f"{split}_false_alarm_rate"] = float(np.mean(ood.distance(std(data[split]["X"])) > ood.threshold))
+    spec["fit"] = fit_info
+    spec["n_development"] = int(len(dev["ids"]))
+    return {"spec": spec, "status": status, "metrics": metrics, "cnn_metrics": cnn_metrics, "arrays": arrays,
+            "standardize": std}
+
+
+def _cal(reg: Any, logits: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return reg.calibrate(torch.as_tensor(logits, dtype=torch.float64)).numpy()
+
+
+def _raw(reg: Any, z: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return reg.raw_logits(torch.as_tensor(z, dtype=torch.float64)).numpy()
+
+
+def _calibrated(reg: Any, z: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return reg.calibrate(reg.raw_logits(torch.as_tensor(z, dtype=torch.float64))).numpy()
+
+
+def survival_analysis(data: dict[str, dict[str, Any]], result: dict[str, Any], out: Path) -> dict[str, Any] | None:
+    """Cox on the standardized features (train -> test), C-index by true WHO subtype; KM PNG by
+    the predicted subtype (calls at 0.5 on the calibrated probabilities)."""
+    from GliomaMTLLib.metrics.survival import plot_kaplan_meier, survival_by_subtype, who_subtype
+
+    if not {"idh", "codel_1p19q"} <= set(result["arrays"]):
+        return None
+    std = result["standardize"]
+
+    def surv(split: str) -> tuple[np.ndarray, np.ndarray]:
+        m = data[split]["meta"]
+        found = [x for x in m if x.get("found")]
+        return np.array([x["survival_days"] for x in found], float), np.array([x["event"] for x in found], int)
+
+    t_tr, e_tr = (np.concatenate(v) for v in zip(surv("train"), surv("val")))
+    t_te, e_te = surv("test")
+    true_sub = [who_subtype(x.get("idh"), x.get("codel_1p19q")) for x in data["test"]["meta"] if x.get("found")]
+    x_dev = np.concatenate([data["train"]["X"], data["val"]["X"]])
+    table = survival_by_subtype(std(x_dev), t_tr, e_tr, std(data["test"]["X"]), t_te, e_te, true_sub)
+    p_idh = result["arrays"]["idh"]["test"][1][:, 1]
+    p_codel = result["arrays"]["codel_1p19q"]["test"][1][:, 1]
+    predicted = [who_subtype("mutant" if a >= 0.5 else "wildtype", "codeleted" if b >= 0.5 else "intact")
+                 for a, b in zip(p_idh, p_codel)]
+    plot_kaplan_meier(t_te, e_te, predicted, str(out / "km.png"), title="Test phantoms: Kaplan-Meier by predicted subtype")
+    table["km_png"] = "km.png"
+    return table
+
+
+def card_section(model: str, version: str, result: dict[str, Any], data: dict[str, Any], command: str,
+                 band: tuple[float, float], survival: dict[str, Any] | None) -> str:
+    """Markdown section for the model card."""
+    lines = [f"## Genotype: radiological-feature path (v{version})", "",
+             "Genotype is predicted from named radiological features of the model's own predicted soft "
+             "segmentation and the sequences in the main crop (compartment volumes and shares, rim thickness "
+             "and completeness, T2-FLAIR mismatch, calcification-like foci, edema/core ratio, margin sharpness, "
+             "location in the brain), standardized, into an L2 logistic regression per task, calibrated (Platt) on "
+             "out-of-fold logits. The CNN weights are those of the previous version; only `model.json` changed "
+             "(`genotype_paths`, `genotype_status`, `abstain_band`). The CNN heads' logits are no longer shown.", "",
+             f"Phantoms: {len(data['train']['ids']) + len(data['val']['ids'])} development (fit; regression strength, "
+             "Platt calibration and the OOD threshold from 5-fold out-of-fold logits and distances), "
+             f"{len(data['test']['ids'])} test" + (f", {len(data['transfer']['ids'])} transfer (contrast spread 1.8, "
+                                                   "a rendering setting training never used)" if "transfer" in data else "")
+             + "; the fit used the model's predicted segmentation, never the reference labels.", "",
+             "| task | split | n | AUC [95% CI] | accuracy | sensitivity | specificity | at threshold t: acc / sens / spec | ECE | abstained | status |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for task, per_split in result["metrics"].items():
+        for split in ("development (out-of-fold)", "test", "transfer"):
+            m = per_split.get(split)
+            if not m:
+                continue
+            st = result["status"][task]
+            lines.append(f"| {task} | {split} | {m['n']} | {m['auc']:.3f} [{m['auc_ci_low']:.3f}, {m['auc_ci_high']:.3f}] | "
+                         f"{m['accuracy']:.3f} | {m.get('sensitivity', float('nan')):.3f} | {m.get('specificity', float('nan')):.3f} | "
+                         + (f"t={m['chosen_threshold']:.2f}: {m['accuracy_at_chosen']:.3f} / {m['sensitivity_at_chosen']:.3f} / "
+                            f"{m['specificity_at_chosen']:.3f} | " if "chosen_threshold" in m else "| ")
+                         + f"{m['ece']:.3f} | {m.get('abstained_fraction', float('nan')):.2f} | "
+                         f"{('learned' if st['available'] else 'not learned') if split == 'test' else ''} |")
+    lines += ["", "For comparison, the CNN heads of the same weights on the same test phantoms: " + ", ".join(
+        f"{t} AUC {result['cnn_metrics'][t]['test']['auc']:.3f}" for t in result["cnn_metrics"]) + ".", "",
+        "Accuracy, sensitivity and specificity are at P = 0.5 of the calibrated probability (the call); "
+        "\"at threshold t\": at the threshold maximizing sensitivity + specificity on the out-of-fold development "
+        "probabilities (chosen before the test phantoms were seen). "
+        f"Inside the abstention band [{band[0]}, {band[1]}] the call is \"uncertain\" (fraction above).", ""]
+    ood = result["spec"]["ood"]
+    lines += [f"Out-of-distribution warning: Mahalanobis distance of the standardized features, threshold "
+              f"{ood['threshold']:.2f} (out-of-fold development false alarms {ood['val_false_alarm_rate']:.3f}; test "
+              f"{ood.get('test_false_alarm_rate', float('nan')):.3f}; transfer {ood.get('transfer_false_alarm_rate', float('nan')):.3f}). "
+              "Above it, predict warns \"input unlike the training data\" and withholds the genotype.", ""]
+    for task, st in result["status"].items():
+        if not st["available"]:
+            lines.append(f"- **{task}: not available** ({st['reason']}).")
+    if survival:
+        rows = survival["by_subtype"]
+        lines += ["", f"Survival (paper 002): {survival['model']}, fitted on the development phantoms; C-index on the test phantoms (by true WHO subtype): "
+                  + ", ".join(f"{k} {v['c_index']:.3f} (n={int(v['n'])})" for k, v in rows.items())
+                  + ". Kaplan-Meier by predicted subtype: [km.png](km.png)."]
+    lines += ["", "Not done: the comparison of the papers' CNN heads (retrained with 3 seeds, >= 100 held-out "
+              "phantoms each) needs GPU-days this 2-core CPU does not have; the pediatric BRAF path is not fitted.",
+              "", "Reliability diagram (test): [reliability.png](reliability.png); ROC: [roc.png](roc.png).", "",
+              f"Command: `{command}`", ""]
+    return "\n".join(lines)
+
+
+def update_bundle(folder: Path, version: str, result: dict[str, Any], band: tuple[float, float], section: str,
+                  out: Path) -> None:
+    """One load-modify-write of ``folder/model.json`` (other engineers edit it too), then the card."""
+    from GliomaMTLLib.io.atomic import write_text_atomic
+
+    path = folder / "model.json"
+    meta = json.loads(path.read_text())
+    spec = {k: v for k, v in result["spec"].items() if k != "fit"}
+    meta["version"] = version
+    from GliomaMTLLib.genotype.model import KIND
+
+    meta["genotype_paths"] = [p for p in meta.get("genotype_paths") or [] if p.get("kind") != KIND] + [spec]
+    meta["abstain_band"] = list(band)
+    meta["genotype_status"] = {**(meta.get("genotype_status") or {}), **result["status"]}
+    meta.setdefault("metrics", {})["genotype_path"] = {
+        task: {split: {k: v for k, v in m.items() if isinstance(v, (int, float, str))} for split, m in per.items()}
+        for task, per in result["metrics"].items()}
+    write_text_atomic(path, json.dumps(meta, indent=2) + "\n")
+    card = folder / "card.md"
+    text = card.read_text() if card.exists() else ""
+    marker = "## Genotype: radiological-feature path"
+    if marker in text:
+        text = text[: text.index(marker)].rstrip() + "\n"
+    lines = text.splitlines()
+    if lines and lines[0].startswith("# Model card:"):
+        lines[0] = f"# Model card: {meta['name']} {version}"
+        note = (f"> **{version}**: same CNN weights; the genotype now comes from the radiological-feature path "
+                "(section \"Genotype: radiological-feature path\" at the end), which replaces the CNN heads below.")
+        lines = [lines[0]] + [ln for ln in lines[1:] if not ln.startswith(f"> **{version}**")]
+        lines[1:1] = ["", note]
+        text = "\n".join(lines) + "\n"
+    write_text_atomic(card, text.rstrip() + "\n\n" + section)
+    for png in ("reliability.png", "roc.png", "km.png"):
+        if (out / png).exists():
+            shutil.copyfile(out / png, folder / png)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m GliomaMTLLib.train.genotype_fit", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="gliomamtl_adult")
+    parser.add_argument("--cohort", default="adult", choices=("adult", "pediatric"))
+    parser.add_argument("--cache", type=Path, required=True, help="phantom cache folder (under runs/)")
+    parser.add_argument("--counts", default="train=120,val=100,test=100,transfer=30")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--collect", action="store_true", help="generate and predict missing phantoms first")
+    parser.add_argument("--update-bundle", action="store_true")
+    parser.add_argument("--version", default=None, help="bundle version to write with --update-bundle")
+    parser.add_argument("--abstain-band", default=f"{DEFAULT_BAND[0]},{DEFAULT_BAND[1]}")
+    parser.add_argument("--min-cases", type=int, default=10, help="fewest cases with a tumor per split")
+    parser.add_argument("--progress-json", action="store_true")
+    args = parser.parse_args(argv)
+
+    from GliomaMTLLib.progress import JsonLinesReporter
+
+    reporter = JsonLinesReporter() if args.progress_json else None
+
+    def log(msg: str) -> None:
+        if reporter:
+            reporter.log(msg)
+        else:
+            print(msg, flush=True)
+
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+        from GliomaMTLLib.bundle import load_bundle
+
+        band = tuple(float(v) for v in args.abstain_band.split(","))
+        if len(band) != 2 or not 0 <= band[0] <= band[1] <= 1:
+            raise SystemExit(f"--abstain-band: expected low,high within [0, 1], got {args.abstain_band!r}")
+        bundle = load_bundle(args.model)
+        counts = _parse_counts(args.counts)
+        if args.collect:
+            from GliomaMTLLib.genotype.collect import collect
+
+            collect(args.model, args.cohort, counts, args.cache, log=log)
+        if reporter:
+            reporter.progress(0.1, "computing features")
+        tasks = dict(bundle.tasks)
+        data = load_features(args.cache, bundle.sequences, tasks)
+        for split in ("train", "val", "test"):
+            if split not in data or len(data[split]["X"]) < args.min_cases:
+                raise SystemExit(f"{args.cache}: split {split!r} has fewer than {args.min_cases} cases with a tumor found; "
+                                 "run with --collect")
+        n_dev = len(data["train"]["X"]) + len(data["val"]["X"])
+        if n_dev < 100 or len(data["test"]["X"]) < 100:
+            log(f"warning: {n_dev} development (calibration) / {len(data['test']['X'])} test cases (issue 12 asks >= 100)")
+        temps = {t: float(v if not isinstance(v, dict) else v.get("temperature", 1.0))
+                 for t, v in (bundle.meta.get("calibration") or {}).items()}
+        if reporter:
+            reporter.progress(0.5, "fitting")
+        result = fit_and_measure(data, tasks, band=band, temperatures=temps, log=log)
+        args.out.mkdir(parents=True, exist_ok=True)
+        from GliomaMTLLib.metrics.calibration import plot_reliability
+        from GliomaMTLLib.metrics.classification import plot_roc
+
+        binary = {t: a["test"] for t, a in result["arrays"].items() if a["test"][1].shape[1] == 2}
+        if binary:
+            plot_reliability(binary, str(args.out / "reliability.png"))
+        plot_roc({t: {"y_true": a["test"][0], "probs": a["test"][1], "class_names": tasks[t]}
+                  for t, a in result["arrays"].items()}, args.out / "roc.png")
+        survival = survival_analysis(data, result, args.out) if args.cohort == "adult" else None
+        version = args.version or bundle.version
+        command = "python -m GliomaMTLLib.train.genotype_fit " + " ".join(argv if argv is not None else sys.argv[1:])
+        section = card_section(bundle.name, version, result, data, command, band, survival)
+        from GliomaMTLLib.io.atomic import write_text_atomic
+
+        summary = {"model": bundle.name, "version": version, "command": command, "status": result["status"],
+                   "metrics": result["metrics"], "cnn_metrics": result["cnn_metrics"], "ood": result["spec"]["ood"] | {"precision": None},
+                   "fit": result["spec"]["fit"], "survival": survival,
+                   "n": {s: len(d["ids"]) for s, d in data.items()},
+                   "not_found": {s: d.get("not_found", []) for s, d in data.items()}}
+        write_text_atomic(args.out / "results.json", json.dumps(summary, indent=2, default=float) + "\n")
+        write_text_atomic(args.out / "genotype_path.json", json.dumps(result["spec"], indent=1) + "\n")
+        write_text_atomic(args.out / "card_section.md", section)
+        if args.update_bundle:
+            update_bundle(bundle.folder, version, result, band, section, args.out)
+            log(f"updated {bundle.folder / 'model.json'} to version {version}")
+        if reporter:
+            reporter.done(out=str(args.out), status=result["status"])
+        else:
+            print(section)
+        return 0
+    except SystemExit as exc:
+        if reporter and exc.code not in (0, None):
+            reporter.error(str(exc.code))
+        raise
+    except Exception as exc:  # noqa: BLE001 - one error event, then the traceback on stderr
+        if reporter:
+            reporter.error(f"{type(exc).__name__}: {exc}")
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""The radiological-feature genotype path: features, stored regression, calibration rules, status,
+and its use by the Predictor (same logits as the explanation path, OOD withholding)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from GliomaMTLLib.genotype.features import FEATURE_NAMES, radiological_features
+from GliomaMTLLib.genotype.fit import fit_calibration, fit_ood, fit_standardization, fit_task, task_status
+from GliomaMTLLib.genotype.model import KIND, FeatureGenotypePath, TaskRegression
+
+N = 16
+
+
+def _ring(center, r, edema=2.0, enhancing=0.9, size=N):
+    g = np.indices((size,) * 3).astype(np.float32)
+    d = np.sqrt(((g - np.asarray(center, np.float32)[:, None, None, None]) ** 2).sum(0))
+    core = 1 / (1 + np.exp((d - r) / 0.6))
+    wt = 1 / (1 + np.exp((d - r - edema) / 0.6))
+    et = core * enhancing / (1 + np.exp(-(d - 0.6 * r) / 0.5))
+    return core, wt, et
+
+
+def _probs(core, wt, et):
+    return torch.from_numpy(np.stack([1 - wt, core - et, wt - core, et]).astype(np.float32))
+
+
+def _inputs(probs, seed=0):
+    rng = np.random.default_rng(seed)
+    image = torch.from_numpy(rng.normal(0, 0.3, (4, N, N, N)).astype(np.float32))
+    depth = torch.full((N, N, N), 15.0)
+    position = torch.zeros(3, N, N, N)
+    return probs, image, depth, position
+
+
+def test_features_are_named_finite_and_differentiable() -> None:
+    probs, image, depth, position = _inputs(_probs(*_ring((8, 8, 8), 4)))
+    probs.requires_grad_(True)
+    image.requires_grad_(True)
+    f = radiological_features(probs, image, depth, position, (1.5, 1.5, 1.5))
+    assert f.shape == (len(FEATURE_NAMES),) and torch.isfinite(f).all()
+    f.sum().backward()
+    assert probs.grad.abs().sum() > 0 and image.grad.abs().sum() > 0
+    named = dict(zip(FEATURE_NAMES, f.detach().numpy()))
+    # a 4-voxel-radius ball at 1.5 mm: ~ 4/3 pi (6 mm)^3 = 0.9 ml of core
+    assert 0.4 < math.expm1(named["log_tc_ml"]) < 1.6
+    assert named["et_share_of_core"] > 0.2 and named["depth_mm"] == pytest.approx(15.0, abs=0.1)
+
+
+def test_features_see_enhancement_and_multifocality() -> None:
+    ring = radiological_features(*_inputs(_probs(*_ring((8, 8, 8), 4))), (1.0,) * 3)
+    quiet = radiological_features(*_inputs(_probs(*_ring((8, 8, 8), 4, enhancing=0.02))), (1.0,) * 3)
+    i = FEATURE_NAMES.index("et_share_of_core")
+    assert ring[i] > 5 * quiet[i]
+    parts = [_ring(c, 1.8, edema=1.0) for c in ((4, 4, 4), (11, 11, 4), (4, 11, 11), (11, 4, 11))]
+    multi = [np.clip(sum(p[k] for p in parts), 0, 1) for k in range(3)]
+    many = radiological_features(*_inputs(_probs(*multi)), (1.0,) * 3)
+    s = FEATURE_NAMES.index("core_sphericity")
+    assert many[s] < 0.6 * ring[s]
+
+
+def test_feature_input_shapes_are_checked() -> None:
+    probs, image, depth, position = _inputs(_probs(*_ring((8, 8, 8), 4)))
+    with pytest.raises(ValueError, match="must lie on the probs grid"):
+        radiological_features(probs, image[:, :8], depth, position, (1.0,) * 3)
+    with pytest.raises(ValueError, match="softmax"):
+        radiological_features(probs[:2], image, depth, position, (1.0,) * 3)
+
+
+def _spec(reg: TaskRegression, mean, scale, ood=None) -> dict:
+    spec = {"kind": KIND, "features": list(FEATURE_NAMES), "mean": list(mean), "scale": list(scale),
+            "tasks": {"idh": reg.to_dict()}}
+    if ood is not None:
+        spec["ood"] = ood.to_dict()
+    return spec
+
+
+def test_stored_regression_matches_scikit_learn() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, len(FEATURE_NAMES)))
+    y = (x[:, 0] + 0.5 * rng.normal(size=60) > 0).astype(int)
+    mean, scale = fit_standardization(x)
+    reg, info = fit_task((x - mean) / scale, y, ("wildtype", "mutant"), cs=(0.1, 1.0), folds=3)
+    ref = LogisticRegression(C=info["C"], class_weight="balanced", max_iter=5000).fit((x - mean) / scale, y)
+    path = FeatureGenotypePath(_spec(reg, mean, scale), ("t1n", "t1c", "t2w", "t2f"))
+    logits = path.task_logits(torch.as_tensor(x, dtype=torch.float64))["idh"].numpy()
+    np.testing.assert_allclose(logits[:, 1] - logits[:, 0], ref.decision_function((x - mean) / scale), atol=1e-5)
+
+
+def test_malformed_path_spec_is_refused() -> None:
+    reg = TaskRegression(["wildtype", "mutant"], np.zeros((1, 3)), np.zeros(1))
+    with pytest.raises(ValueError, match="do not fit"):
+        FeatureGenotypePath(_spec(reg, np.zeros(len(FEATURE_NAMES)), np.ones(len(FEATURE_NAMES))), ("t1n",))
+    with pytest.raises(ValueError, match="kind"):
+        FeatureGenotypePath({"kind": "other"}, ("t1n",))
+
+
+def test_calibration_refuses_to_sharpen_constant_or_unvalidated_logits() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 200)
+    constant = np.stack([np.zeros(200), np.full(200, 0.3) + 1e-4 * rng.normal(size=200)], 1)
+    assert fit_calibration(constant, y)["method"] == "none"
+    for seed in (2, 3):  # 30 weakly separated cases: AUC interval includes 0.5; Platt would reverse / sharpen
+        r = np.random.default_rng(seed)
+        yy = np.arange(30) % 2
+        z = 0.03 * (2 * yy - 1) + 0.1 * r.normal(size=30)
+        cal = fit_calibration(np.stack([np.zeros(30), z], 1), yy)
+        assert cal["val_auc_ci"][0] <= 0.5 <= cal["val_auc_ci"][1]
+        assert cal["method"] == "platt" and 0.0 <= cal["a"] <= 1.0
+    signal = np.stack([np.zeros(200), 0.2 * (2 * y - 1) + 0.1 * rng.normal(size=200)], 1)  # under-confident
+    cal = fit_calibration(signal, y)
+    assert cal["a"] > 3.0 and cal["val_auc"] > 0.9
+
+
+def test_not_learned_status_when_interval_includes_half() -> None:
+    st = task_status({"auc": 0.6, "auc_ci_low": 0.45, "auc_ci_high": 0.74, "n": 100})
+    assert st == {"available": False, "reason": "held-out AUC 0.60 [0.45, 0.74] on 100 held-out synthetic cases includes 0.5 (not learned)"}
+    assert task_status({"auc": 0.9, "auc_ci_low": 0.84, "auc_ci_high": 0.95, "n": 100})["available"] is True
+
+
+def test_ood_threshold_has_at_most_five_percent_validation_false_alarms() -> None:
+    rng = np.random.default_rng(2)
+    train, val = rng.normal(size=(200, 6)), rng.normal(size=(120, 6))
+    ood = fit_ood(train, val)
+    assert np.mean(ood.distance(val) > ood.threshold) <= 0.05
+    assert ood.distance(np.full(6, 8.0)) > ood.threshold
+
+
+# ------------------------------------------------------------------ in the Predictor
+def _bundle_with_path(tmp_path, *, a: float, b: float, ood_threshold: float, optional=()):
+    import json
+
+    from GliomaMTLLib.bundle import load_bundle
+    from GliomaMTLLib.inference.fixtures import make_random_bundle
+
+    bundle = make_random_bundle(tmp_path / "m", main_spacing=(3.0, 3.0, 3.0), calibration={"idh": 3.0, "codel_1p19q": 2.0})
+    f = len(FEATURE_NAMES)
+    reg = TaskRegression(["wildtype", "mutant"], np.zeros((1, f)), np.array([1.0]), {"method": "platt", "a": a, "b": b})
+    from GliomaMTLLib.genotype.model import OodModel
+
+    ood = OodModel(np.zeros(f), np.eye(f), ood_threshold)
+    meta = json.loads((bundle.folder / "model.json").read_text())
+    meta["genotype_paths"] = [_spec(reg, np.zeros(f), np.ones(f), ood)]
+    if optional:
+        meta["required_sequences"] = [q for q in meta["sequences"] if q not in optional]
+        meta["optional_sequences"] = list(optional)
+    (bundle.folder / "model.json").write_text(json.dumps(meta))
+    return load_bundle(bundle.folder)
+
+
+def _case():
+    from GliomaMTLLib.inference.fixtures import phantom_case
+    from GliomaMTLLib.io.geometry import Geometry
+
+    geom = Geometry(size=(40, 40, 40), spacing=(3.0, 3.0, 3.0), origin=(0.0, 0.0, 0.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1))
+    return phantom_case(geom, tumor_radius=4.0)
+
+
+def test_predictor_genotype_comes_from_the_path_with_its_own_calibration(tmp_path) -> None:
+    from GliomaMTLLib.inference import Predictor
+
+    predictor = Predictor(_bundle_with_path(tmp_path, a=2.0, b=0.5, ood_threshold=1e9), device="cpu", engine="torch")
+    prediction = predictor.predict(_case())
+    # coefficients 0, intercept 1: logit a * 1 + b = 2.5; the bundle's temperature 3 is not applied to a path task
+    assert prediction.genotype["idh"]["mutant"] == pytest.approx(1 / (1 + math.exp(-2.5)), abs=1e-5)
+    assert not any("unlike the training data" in w for w in prediction.warnings)
+    # the explanation's function gives the same logits on the same window
+    window = predictor.genotype_window
+    assert window is not None
+    with torch.no_grad():
+        from GliomaMTLLib.preprocess import crop, preprocess
+
+        pre = preprocess(_case(), predictor.sequences, predictor.main.preprocess)
+        x = torch.from_numpy(np.ascontiguousarray(crop(pre.image, window, 0.0)[None]))
+        logits = predictor.task_logits(x)
+    p = predictor.task_logits.probabilities(logits)["idh"][0, 1].item()
+    assert p == pytest.approx(prediction.genotype["idh"]["mutant"], abs=1e-5)
+
+
+def test_predictor_withholds_genotype_when_features_are_out_of_distribution(tmp_path) -> None:
+    from GliomaMTLLib.inference import Predictor
+
+    predictor = Predictor(_bundle_with_path(tmp_path, a=1.0, b=0.0, ood_threshold=1e-3), device="cpu", engine="torch")
+    prediction = predictor.predict(_case())
+    assert any(w.startswith("input unlike the training data") for w in prediction.warnings)
+    calls = prediction.calls()
+    assert calls["idh"]["available"] is False and calls["idh"]["probabilities"] is None
+    assert "unlike the training data" in calls["idh"]["reason"]
+
+
+def test_predictor_withholds_genotype_when_a_feature_sequence_is_missing(tmp_path) -> None:
+    from GliomaMTLLib.inference import Predictor
+
+    bundle = _bundle_with_path(tmp_path, a=1.0, b=0.0, ood_threshold=1e9, optional=("t1c",))
+    case = _case()
+    del case.images["t1c"]
+    prediction = Predictor(bundle, device="cpu", engine="torch").predict(case)
+    calls = prediction.calls()
+    assert calls["idh"]["available"] is False and "missing t1c" in calls["idh"]["reason"]
