@@ -44,7 +44,9 @@ from GliomaMTLLib.explain.attribution import (
 )
 from GliomaMTLLib.io.case import Case
 from GliomaMTLLib.io.geometry import Geometry
-from GliomaMTLLib.preprocess import CropBox, SpatialRecord, crop, preprocess, preprocess_label, to_input_grid
+from GliomaMTLLib.preprocess import (
+    CropBox, SpatialRecord, crop, preprocess, preprocess_label, to_input_grid, window_record,
+)
 
 ProgressCallback = Callable[[float, str], None]
 #: Region targets (explained through the segmentation); any other target is a genotype task.
@@ -119,26 +121,6 @@ class Explanation:
             "files": {k: str(v) for k, v in (files or {}).items()},
         }
 
-
-def window_record(record: SpatialRecord, box: CropBox) -> tuple[SpatialRecord, tuple[slice, ...]] | None:
-    """The record of the part of the preprocessed grid inside ``box`` (which may leave the grid),
-    and the slices of the box's array holding that part; None when they do not meet."""
-    inner, local = [], []
-    for a, b, n in zip(box.start, box.stop, record.crop.size):
-        lo, hi = max(a, 0), min(b, n)
-        if lo >= hi:
-            return None
-        inner.append((lo, hi))
-        local.append(slice(lo - a, hi - a))
-    sub = SpatialRecord(
-        record.input_geometry,
-        record.reorientation,
-        record.reoriented_geometry,
-        record.resampled_geometry,
-        CropBox(tuple(s + lo for s, (lo, _) in zip(record.crop.start, inner)),  # type: ignore[arg-type]
-                tuple(hi - lo for lo, hi in inner)),  # type: ignore[arg-type]
-    )
-    return sub, tuple(local)
 
 
 def window_to_input_grid(values: np.ndarray, record: SpatialRecord, box: CropBox) -> np.ndarray:

@@ -22,6 +22,7 @@ import numpy as np
 
 from GliomaMTLLib.explain.explanation import Explanation
 from GliomaMTLLib.io.atomic import atomic_path, write_text_atomic
+from GliomaMTLLib.inference.report import display_window
 from GliomaMTLLib.io.writers import write_volume
 from GliomaMTLLib.labels import SEQUENCE_TITLES
 from GliomaMTLLib.preprocess import reorientation_for
@@ -70,14 +71,6 @@ def _strongest(volume: np.ndarray) -> tuple[int, int, int]:
     magnitude = np.abs(volume)
     return tuple(int(np.argmax(magnitude.sum(axis=tuple(a for a in range(3) if a != axis))))
                  for axis in range(3))  # type: ignore[return-value]
-
-
-def _window(image: np.ndarray) -> tuple[float, float]:
-    values = image[image != 0]
-    if values.size == 0:
-        return 0.0, 1.0
-    lo, hi = np.percentile(values[:: max(1, values.size // 200_000)], [1, 99.5])
-    return float(lo), float(hi if hi > lo else lo + 1)
 
 
 def write_explanation_figure(
@@ -144,7 +137,7 @@ def write_explanation_figure(
         aspect, origin = aspects[view]
         if background_key is not None and background_key in images:
             background = reorient.apply(images[background_key])
-            lo, hi = _window(background)
+            lo, hi = display_window(background)
             ax.imshow(cut(background, view), cmap="gray", vmin=lo, vmax=hi, aspect=aspect, origin=origin,
                       interpolation="nearest")
         ax.imshow(overlay(cut(heat, view)), aspect=aspect, origin=origin, interpolation="nearest")

@@ -79,6 +79,7 @@ from GliomaMTLLib.io.case import Case
 from GliomaMTLLib.io.validation import MissingSequenceError
 from GliomaMTLLib.nets import NetConfig
 from GliomaMTLLib.preprocess import (
+    window_record,
     CropBox,
     PreprocessConfig,
     Preprocessed,
@@ -168,28 +169,6 @@ def _temperatures(bundle: ModelBundle) -> dict[str, float]:
         out[task] = t
     return out
 
-
-def _sub_record(record: SpatialRecord, box: CropBox) -> tuple[SpatialRecord, tuple[slice, ...]] | None:
-    """The record of the part of the preprocessed grid inside ``box`` (a box on that grid that may
-    leave it), and the slices of ``box``'s array holding that part; None if they do not meet."""
-    inner = []
-    local = []
-    for a, b, n in zip(box.start, box.stop, record.crop.size):
-        lo, hi = max(a, 0), min(b, n)
-        if lo >= hi:
-            return None
-        inner.append((lo, hi))
-        local.append(slice(lo - a, hi - a))
-    start = tuple(record.crop.start[i] + inner[i][0] for i in range(3))
-    size = tuple(hi - lo for lo, hi in inner)
-    sub = SpatialRecord(
-        record.input_geometry,
-        record.reorientation,
-        record.reoriented_geometry,
-        record.resampled_geometry,
-        CropBox(start, size),  # type: ignore[arg-type]
-    )
-    return sub, tuple(local)
 
 
 def _load_model(model: "str | Path | ModelBundle") -> ModelBundle:
@@ -721,7 +700,7 @@ class Predictor:
         """
         shape = record.input_geometry.shape
         labels = np.zeros(shape, dtype=np.uint8)
-        sub = _sub_record(record, box)
+        sub = window_record(record, box)
         if sub is None:
             empty = (slice(0, 0),) * 3
             return labels, BoxedVolumes(shape, empty, {n: np.zeros((0, 0, 0), np.float32) for n in self.regions})

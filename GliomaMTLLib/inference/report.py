@@ -116,7 +116,8 @@ def _slices_through(labels: np.ndarray) -> tuple[int, int, int]:
     return tuple(n // 2 for n in labels.shape)  # type: ignore[return-value]
 
 
-def _window(image: np.ndarray) -> tuple[float, float]:
+def display_window(image: np.ndarray) -> tuple[float, float]:
+    """Grey-level range (1st to 99.5th percentile of the non-zero voxels) for showing an MR image."""
     values = image[image != 0]
     if values.size == 0:
         return 0.0, 1.0
@@ -178,7 +179,7 @@ def build_report_figure(prediction: Prediction, images: dict[str, np.ndarray] | 
     grid = fig.add_gridspec(len(rows) + 2, 3, height_ratios=[4.0] * len(rows) + [2.6, 1.6])
     for row, key in enumerate(rows):
         background = reorient.apply(images[key]) if key and images else np.zeros(shape, dtype=np.float32)
-        vmin, vmax = _window(background)
+        vmin, vmax = display_window(background)
         for col, (title, position, cut, aspect, origin, marks) in enumerate(views):
             ax = fig.add_subplot(grid[row, col])
             ax.imshow(cut(background), cmap="gray", vmin=vmin, vmax=vmax, aspect=aspect, origin=origin,

@@ -21,6 +21,7 @@ from GliomaMTLLib.preprocess.pipeline import (
     preprocess_label,
     to_input_box,
     to_input_grid,
+    window_record,
 )
 from GliomaMTLLib.preprocess.spatial import (
     Reorientation,
@@ -54,6 +55,7 @@ __all__ = [
     "resampled_geometry",
     "to_input_box",
     "to_input_grid",
+    "window_record",
     "uncrop",
     "zscore",
 ]

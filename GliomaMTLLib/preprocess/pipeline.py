@@ -342,6 +342,27 @@ def _resample_to_input(
     return resample(padded, source, crop_geometry(record.input_geometry, box), kind, fill), box
 
 
+
+def window_record(record: SpatialRecord, box: CropBox) -> tuple[SpatialRecord, tuple[slice, ...]] | None:
+    """The record of the part of the preprocessed grid inside ``box`` (a box on that grid that may
+    leave it), and the slices of ``box``'s array holding that part; None when they do not meet.
+
+    With it, values computed on a window (a network crop, a heatmap) go back to the input grid
+    through :func:`to_input_grid` exactly as whole-grid values do.
+    """
+    inner, local = [], []
+    for a, b, n in zip(box.start, box.stop, record.crop.size):
+        lo, hi = max(a, 0), min(b, n)
+        if lo >= hi:
+            return None
+        inner.append((lo, hi))
+        local.append(slice(lo - a, hi - a))
+    start = tuple(s + lo for s, (lo, _) in zip(record.crop.start, inner))
+    size = tuple(hi - lo for lo, hi in inner)
+    sub = SpatialRecord(record.input_geometry, record.reorientation, record.reoriented_geometry,
+                        record.resampled_geometry, CropBox(start, size))  # type: ignore[arg-type]
+    return sub, tuple(local)
+
 def to_input_grid(
     volume: np.ndarray, record: SpatialRecord, kind: Kind = "label", fill: float = 0
 ) -> np.ndarray:
