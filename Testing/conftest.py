@@ -27,6 +27,18 @@ def user_folders_in_tmp(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    """Tiny random cascade bundle (the CLI tests' model); one 48^3 main window covers a whole
+    test case. A module may override it with a bundle of its own."""
+    from GliomaMTLLib.inference.fixtures import make_random_bundle
+
+    folder = tmp_path_factory.mktemp("models") / "tiny"
+    make_random_bundle(folder, main_features=(4, 8), crop_size=(48, 48, 48), localizer_features=(4, 8),
+                       input_size=(16, 16, 16), localizer_options={"margin_mm": 0.0})
+    return folder
+
+
+@pytest.fixture(scope="module")
 def single_torch_thread():
     """One torch thread for a module of tiny-volume tests (intra-op threads only add hand-off
     cost there on a loaded 2-core machine); the previous setting is restored afterwards."""

@@ -13,7 +13,6 @@ import pytest
 import SimpleITK as sitk
 
 from GliomaMTLLib.cli import main
-from GliomaMTLLib.inference import make_random_bundle
 from GliomaMTLLib.inference.checks import acquisition_warnings, check_field_of_view, input_warnings
 from GliomaMTLLib.inference.fixtures import phantom_case
 from GliomaMTLLib.inference.postprocess import PostprocessConfig, apply_postprocess
@@ -27,14 +26,6 @@ from GliomaMTLLib.labels import LABEL_NAMES
 
 RAS = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
 GRID = Geometry((40, 44, 36), (1.0, 1.2, 1.5), (12.0, -30.0, 4.0), RAS)
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("models") / "tiny"
-    make_random_bundle(folder, main_features=(4, 8), crop_size=(48, 48, 48), localizer_features=(4, 8),
-                       input_size=(16, 16, 16), localizer_options={"margin_mm": 0.0})
-    return folder
 
 
 def predict(args, bundle_dir):

@@ -12,7 +12,6 @@ import SimpleITK as sitk
 import torch
 
 from GliomaMTLLib.cli import main
-from GliomaMTLLib.inference import make_random_bundle
 from GliomaMTLLib.inference.fixtures import phantom_case
 from GliomaMTLLib.io.geometry import Geometry
 from GliomaMTLLib.io.writers import write_case
@@ -20,21 +19,6 @@ from GliomaMTLLib.progress import parse_event
 
 RAS = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
 GRID = Geometry((40, 44, 36), (1.0, 1.2, 1.5), (12.0, -30.0, 4.0), RAS)
-
-
-@pytest.fixture(autouse=True)
-def onnx_cache(monkeypatch, tmp_path_factory):
-    """ONNX exports of the test bundles go to a temporary cache, shared by the tests of a session."""
-    monkeypatch.setenv("GLIOMAMTL_CACHE", str(tmp_path_factory.getbasetemp() / "gliomamtl_cache"))
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory):
-    """Tiny random bundle; one 48^3 main window covers a whole test case."""
-    folder = tmp_path_factory.mktemp("models") / "tiny"
-    make_random_bundle(folder, main_features=(4, 8), crop_size=(48, 48, 48), localizer_features=(4, 8),
-                       input_size=(16, 16, 16), localizer_options={"margin_mm": 0.0})
-    return folder
 
 
 def write_phantom(folder: Path, case_id: str, seed: int = 0, sequences=("t1n", "t1c", "t2w", "t2f")) -> Path:

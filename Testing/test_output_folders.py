@@ -15,7 +15,6 @@ import pytest
 from GliomaMTLLib import paths
 from GliomaMTLLib.cli import main
 from GliomaMTLLib.cli import predict_cmd
-from GliomaMTLLib.inference import make_random_bundle
 from GliomaMTLLib.inference.fixtures import phantom_case
 from GliomaMTLLib.io import output_folder
 from GliomaMTLLib.io.geometry import Geometry
@@ -24,14 +23,6 @@ from GliomaMTLLib.progress import parse_event
 
 RAS = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
 GRID = Geometry((40, 44, 36), (1.0, 1.2, 1.5), (12.0, -30.0, 4.0), RAS)
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("models") / "tiny"
-    make_random_bundle(folder, main_features=(4, 8), crop_size=(48, 48, 48), localizer_features=(4, 8),
-                       input_size=(16, 16, 16), localizer_options={"margin_mm": 0.0})
-    return folder
 
 
 @pytest.fixture(scope="module")
