@@ -68,7 +68,25 @@ def test_feature_input_shapes_are_checked() -> None:
     with pytest.raises(ValueError, match="must lie on the probs grid"):
         radiological_features(probs, image[:, :8], depth, position, (1.0,) * 3)
     with pytest.raises(ValueError, match="softmax"):
-        radiological_features(probs[:2], image, depth, position, (1.0,) * 3)
+        radiological_features(probs[:3], image, depth, position, (1.0,) * 3)
+
+
+def test_whole_tumor_model_features_match_the_same_tumor_given_as_edema() -> None:
+    """A 2-class (background, tumor) model - the pediatric FLAIR model - gets the whole-tumor features
+    of a 4-class prediction whose tumor is all edema; a FLAIR-dark cyst raises cyst_share_wt."""
+    core, wt, et = _ring((8, 8, 8), 4)
+    two = torch.from_numpy(np.stack([1 - wt, wt]).astype(np.float32))
+    four = torch.from_numpy(np.stack([1 - wt, 0 * wt, wt, 0 * wt]).astype(np.float32))
+    _, image, depth, position = _inputs(two)
+    a = radiological_features(two, image[3:], depth, position, (1.0,) * 3, ("t2f",))
+    b = radiological_features(four, image[3:], depth, position, (1.0,) * 3, ("t2f",))
+    torch.testing.assert_close(a, b)
+    i = FEATURE_NAMES.index("cyst_share_wt")
+    wt_t = torch.from_numpy(wt.astype(np.float32))
+    inner = torch.from_numpy((core > 0.5).astype(np.float32))
+    solid = radiological_features(two, (2.0 * wt_t)[None], depth, position, (1.0,) * 3, ("t2f",))
+    cystic = radiological_features(two, (2.0 * wt_t - 3.0 * inner)[None], depth, position, (1.0,) * 3, ("t2f",))
+    assert float(cystic[i]) > float(solid[i]) + 0.1
 
 
 def _spec(reg: TaskRegression, mean, scale, ood=None) -> dict:
@@ -203,3 +221,39 @@ def test_predictor_withholds_genotype_when_a_feature_sequence_is_missing(tmp_pat
     prediction = Predictor(bundle, device="cpu", engine="torch").predict(case)
     calls = prediction.calls()
     assert calls["idh"]["available"] is False and "missing t1c" in calls["idh"]["reason"]
+
+
+def test_conditional_task_multiplies_parent_and_conditional_probabilities() -> None:
+    f = len(FEATURE_NAMES)
+    rng = np.random.default_rng(3)
+    idh = TaskRegression(["wildtype", "mutant"], rng.normal(size=(1, f)), np.array([0.2]), {"method": "platt", "a": 0.8, "b": -0.1})
+    codel = TaskRegression(["intact", "codeleted"], rng.normal(size=(1, f)), np.array([-0.4]), {"method": "platt", "a": 1.2, "b": 0.3},
+                           given=("idh", "mutant"))
+    spec = _spec(idh, np.zeros(f), np.ones(f))
+    spec["tasks"]["codel_1p19q"] = codel.to_dict()
+    assert spec["tasks"]["codel_1p19q"]["given"] == {"task": "idh", "class": "mutant"}
+    path = FeatureGenotypePath(spec, ("t1n", "t1c", "t2w", "t2f"))
+    feats = torch.tensor(rng.normal(size=(50, f)), dtype=torch.float64, requires_grad=True)
+    out = path.task_logits(feats)
+    p_mut = torch.softmax(out["idh"], -1)[:, 1]
+    p_codel = torch.softmax(out["codel_1p19q"], -1)[:, 1]
+    z = feats.detach().numpy()
+    s = z @ codel.coef[0] + codel.intercept[0]
+    p_cond = 1 / (1 + np.exp(-(1.2 * s + 0.3)))
+    np.testing.assert_allclose(p_codel.detach().numpy(), p_mut.detach().numpy() * p_cond, rtol=1e-6, atol=1e-9)
+    assert bool((p_codel <= p_mut + 1e-12).all())
+    p_codel.sum().backward()  # the explanation path reaches the features through both regressions
+    assert feats.grad is not None and float(feats.grad.abs().sum()) > 0
+
+
+def test_malformed_conditional_task_is_refused() -> None:
+    f = len(FEATURE_NAMES)
+    idh = TaskRegression(["wildtype", "mutant"], np.zeros((1, f)), np.zeros(1))
+    spec = _spec(idh, np.zeros(f), np.ones(f))
+    spec["tasks"]["codel_1p19q"] = {**TaskRegression(["intact", "codeleted"], np.zeros((1, f)), np.zeros(1)).to_dict(),
+                                    "given": {"task": "idh", "class": "oligo"}}
+    with pytest.raises(ValueError, match="codel_1p19q.given.*'oligo'"):
+        FeatureGenotypePath(spec, ("t1n",))
+    spec["tasks"]["codel_1p19q"]["given"] = "idh"
+    with pytest.raises(ValueError, match="given: expected"):
+        FeatureGenotypePath(spec, ("t1n",))

@@ -10,14 +10,19 @@
 #
 # Each model: train (an interrupted run is resumed: rerun this script) -> export a bundle to
 # $RUNS/bundles/<name> (held-out evaluation on the synthetic test split, temperatures fitted on
-# the validation split) -> compare its metrics with the shipped bundle's. Exit status 1 if any
-# metric differs by more than TOLERANCE. Same seeds, same recipe: on the same hardware and thread
+# the validation split) -> compare its metrics with the shipped bundle's -> fit the
+# radiological-feature genotype path to the new weights' own segmentations (phantoms generated and
+# predicted into $RUNS/genotype/<name>/cache, resumable; GENOTYPE_COUNTS, default
+# train=120,val=100,test=100,transfer=30; WORKERS processes, default 2) and compare its test AUC
+# and ECE with the shipped bundle's. Exit status 1 if any metric differs by more than TOLERANCE. Same seeds, same recipe: on the same hardware and thread
 # count the weights come out bit-identical; elsewhere floating-point order differs, hence the
 # tolerance. On a GPU add e.g. TRAIN_ARGS="--set train.device=cuda".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 TOLERANCE=${TOLERANCE:-0.05}
+GENOTYPE_COUNTS=${GENOTYPE_COUNTS:-train=120,val=100,test=100,transfer=30}
+WORKERS=${WORKERS:-2}
 RUNS=${RUNS:-runs/reproduce}
 MODELS=("$@")
 [ ${#MODELS[@]} -gt 0 ] || MODELS=(gliomamtl_adult gliomamtl_pediatric)
@@ -33,6 +38,16 @@ for name in "${MODELS[@]}"; do
   fi
   echo "== exporting and checking $name"
   if ! "$PY" -m GliomaMTLLib.train.export --run "$run" --out "$RUNS/bundles/$name" --overwrite \
+      --check-against "Resources/Models/$name" --tolerance "$TOLERANCE"; then
+    status=1
+  fi
+  cohort=adult
+  [[ "$name" == *pediatric* ]] && cohort=pediatric
+  version=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['version'])" "Resources/Models/$name/model.json")
+  echo "== genotype path of $name"
+  if ! "$PY" -m GliomaMTLLib.train.genotype_fit --model "$RUNS/bundles/$name" --cohort "$cohort" \
+      --cache "$RUNS/genotype/$name/cache" --counts "$GENOTYPE_COUNTS" --collect --workers "$WORKERS" \
+      --out "$RUNS/genotype/$name" --update-bundle --version "$version" \
       --check-against "Resources/Models/$name" --tolerance "$TOLERANCE"; then
     status=1
   fi

@@ -3,7 +3,9 @@
 Inputs (one case, on the main network's crop, canonical LPS order ``z, y, x``):
 
 * ``probs``: (4, z, y, x) softmax of the segmentation (background, NCR, ED, ET) - the model's
-  own prediction, never the reference labels;
+  own prediction, never the reference labels; or (2, z, y, x) (background, tumor) of a
+  whole-tumor model (the pediatric FLAIR model), whose tumor counts as ED: its core features are
+  then 0 and the whole-tumor ones (volume, shape, FLAIR inside, location) carry the signal;
 * ``image``: (C, z, y, x) z-scored sequences in the bundle's order (``t1n, t1c, t2w, t2f`` for the
   adult model; any missing sequence leaves its features at 0);
 * ``depth`` (z, y, x) mm below the brain surface and ``position`` (3, z, y, x) in brain
@@ -57,6 +59,10 @@ FEATURE_NAMES: tuple[str, ...] = (
     "temporal_share",
     "depth_mm",  # depth of the tumor below the brain surface
     "cortical_share",  # share of the tumor within 6 mm of the surface
+    # appended (older bundles select the features above by name)
+    "cyst_share_wt",  # share of the tumor FLAIR-darker than its solid part by > 1 brain sd (cyst, fluid core)
+    "flair_sd_wt",  # FLAIR heterogeneity inside the tumor
+    "infratentorial_share",  # share in the posterior fossa (inferior and posterior)
 )
 
 _EPS = 1e-6
@@ -94,8 +100,12 @@ def radiological_features(
     Raises:
         ValueError: on inconsistent shapes or fewer than 4 segmentation classes.
     """
+    if probs.ndim == 4 and probs.shape[0] == 2:
+        zero_map = torch.zeros_like(probs[1])
+        probs = torch.stack([probs[0], zero_map, probs[1], zero_map])
     if probs.ndim != 4 or probs.shape[0] < 4:
-        raise ValueError(f"probs must be (4, z, y, x) softmax (background, NCR, ED, ET); got {tuple(probs.shape)}")
+        raise ValueError(f"probs must be (4, z, y, x) softmax (background, NCR, ED, ET) or (2, z, y, x) "
+                         f"(background, tumor); got {tuple(probs.shape)}")
     shape = probs.shape[1:]
     if image.shape[1:] != shape or depth.shape != shape or position.shape != (3, *shape):
         raise ValueError(
@@ -137,6 +147,11 @@ def radiological_features(
     calc = tc * torch.sigmoid((t2_tc - t2w - 1.5) / 0.3) * torch.sigmoid((_wmean(t2f, tc) - t2f - 1.0) / 0.3)
     g_flair = gradient_magnitude(t2f, spacing_zyx)
     sup, ant, left = position[0], position[1], position[2]
+    wt_in = wt * torch.clamp(_box_mean(wt, 5), 0.0, 1.0) ** 4  # the tumor away from its soft border
+    flair_wt = _wmean(t2f, wt_in)
+    flair_sd = torch.sqrt(_wmean((t2f - flair_wt) ** 2, wt_in) + 1e-4)
+    # FLAIR level of the solid (brighter-than-average) tumor; a cyst is > 1 brain sd darker than it
+    flair_solid = _wmean(t2f, wt_in * torch.sigmoid((t2f - flair_wt) / 0.25))
     lateral = torch.abs(left)
 
     feats = [
@@ -168,6 +183,9 @@ def radiological_features(
         _wmean(torch.sigmoid((-sup - 0.1) / 0.1) * torch.sigmoid((lateral - 0.35) / 0.1), wt),
         _wmean(depth, wt),
         _wmean(torch.sigmoid((6.0 - depth) / 1.5), wt),
+        _wmean(torch.sigmoid((flair_solid - 1.0 - t2f) / 0.2), wt_in),
+        flair_sd,
+        _wmean(torch.sigmoid((-sup - 0.35) / 0.1) * torch.sigmoid((-ant - 0.05) / 0.1), wt),
     ]
     out = torch.stack([f.to(dtype) for f in feats])
     assert out.shape[0] == len(FEATURE_NAMES)

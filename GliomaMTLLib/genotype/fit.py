@@ -22,6 +22,9 @@ from GliomaMTLLib.metrics.calibration import fit_temperature
 from GliomaMTLLib.metrics.classification import bootstrap_auc_ci, roc_auc
 
 DEFAULT_CS: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
+#: Conditional tasks: task -> (parent task, parent class). WHO CNS5 (2021) defines 1p/19q codeletion
+#: within IDH-mutant tumours (oligodendroglioma), so its regression is fitted on IDH-mutant cases.
+HIERARCHY: dict[str, tuple[str, str]] = {"codel_1p19q": ("idh", "mutant")}
 #: Below this standard deviation of the validation logits, a task's scores are "near constant".
 MIN_LOGIT_SD = 0.05
 

@@ -11,7 +11,8 @@ the soft segmentation and the image.
       "mean": [...], "scale": [...],       # standardization fitted on the training phantoms
       "tasks": {"idh": {"classes": ["wildtype", "mutant"],
                         "coef": [[...]], "intercept": [...],   # (1, F) binary or (K, F) multinomial
-                        "calibration": {"method": "platt", "a": 1.0, "b": 0.0}}},   # or temperature
+                        "calibration": {"method": "platt", "a": 1.0, "b": 0.0}},   # or temperature
+                "codel_1p19q": {..., "given": {"task": "idh", "class": "mutant"}}},   # conditional (below)
       "ood": {"mean": [...], "precision": [[...]], "threshold": 7.1, ...}
     }
 
@@ -19,6 +20,12 @@ Logits returned by :meth:`FeatureGenotypePath.task_logits` are *calibrated* (Pla
 for a binary task, returned as ``[0, a z + b]``; ``z / T`` for a multinomial one). The bundle's
 ``"calibration"`` temperatures belong to the CNN heads and are not applied to the tasks this path
 serves.
+
+A task with ``"given"`` is conditional: its regression gives P(class 1 | parent task = ``class``),
+and the path returns the logit of P(parent class) x P(class 1 | parent class). The adult 1p/19q task
+is fitted this way on IDH-mutant phantoms only, as WHO CNS5 (2021) defines 1p/19q codeletion
+within IDH-mutant tumours: a wildtype-looking tumour can never get a higher codeletion probability
+than its IDH-mutant probability.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ class TaskRegression:
     coef: np.ndarray  # (1, F) binary, (K, F) multinomial
     intercept: np.ndarray  # (1,) or (K,)
     calibration: dict[str, Any] = field(default_factory=lambda: {"method": "none"})
+    given: tuple[str, str] | None = None  # (parent task, parent class) of a conditional task
 
     def raw_logits(self, z: torch.Tensor) -> torch.Tensor:
         """(..., F) standardized features -> (..., K) uncalibrated logits (binary: ``[0, w.z + b]``)."""
@@ -63,8 +71,11 @@ class TaskRegression:
         return logits
 
     def to_dict(self) -> dict[str, Any]:
-        return {"classes": list(self.classes), "coef": np.asarray(self.coef).tolist(),
-                "intercept": np.asarray(self.intercept).tolist(), "calibration": dict(self.calibration)}
+        out = {"classes": list(self.classes), "coef": np.asarray(self.coef).tolist(),
+               "intercept": np.asarray(self.intercept).tolist(), "calibration": dict(self.calibration)}
+        if self.given is not None:
+            out["given"] = {"task": self.given[0], "class": self.given[1]}
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], n_features: int, where: str) -> "TaskRegression":
@@ -78,7 +89,23 @@ class TaskRegression:
         cal = dict(d.get("calibration") or {"method": "none"})
         if cal.get("method") not in ("none", "platt", "temperature"):
             raise ValueError(f"{where}: unknown calibration method {cal.get('method')!r}")
-        return cls(classes, coef, intercept, cal)
+        given = d.get("given")
+        if given is not None:
+            if not isinstance(given, Mapping) or not {"task", "class"} <= set(given):
+                raise ValueError(f"{where}.given: expected {{\"task\": ..., \"class\": ...}}, got {given!r}")
+            if len(classes) != 2:
+                raise ValueError(f"{where}.given: only a binary task can be conditional ({len(classes)} classes)")
+            given = (str(given["task"]), str(given["class"]))
+        return cls(classes, coef, intercept, cal, given)
+
+
+def conditional_logits(parent: torch.Tensor, index: int, conditional: torch.Tensor) -> torch.Tensor:
+    """Binary logits ``[0, logit(p)]`` of p = P(parent = ``index``) x P(class 1 | parent = ``index``),
+    from (…, K) parent logits and (…, 2) conditional logits (computed in log space, so stable)."""
+    log_p = torch.log_softmax(parent, dim=-1)[..., index] + torch.log_softmax(conditional, dim=-1)[..., 1]
+    log_p = torch.clamp(log_p, max=-1e-7)
+    logit = log_p - torch.log(-torch.expm1(log_p))
+    return torch.stack([torch.zeros_like(logit), logit], dim=-1)
 
 
 @dataclass
@@ -136,6 +163,13 @@ class FeatureGenotypePath(torch.nn.Module):
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
         self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
         self.tasks = {t: TaskRegression.from_dict(d, len(names), f"{where}.tasks.{t}") for t, d in spec["tasks"].items()}
+        for t, reg in self.tasks.items():
+            if reg.given is None:
+                continue
+            parent = self.tasks.get(reg.given[0])
+            if parent is None or parent.given is not None or reg.given[1] not in parent.classes:
+                raise ValueError(f"{where}.tasks.{t}.given: {reg.given[0]!r} must be an unconditional task of this path "
+                                 f"with class {reg.given[1]!r}")
         self.ood = OodModel.from_dict(spec["ood"]) if spec.get("ood") else None
 
     def features(self, probs: torch.Tensor, image: torch.Tensor, depth: torch.Tensor, position: torch.Tensor,
@@ -150,7 +184,12 @@ class FeatureGenotypePath(torch.nn.Module):
     def task_logits(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
         """(…, F) raw features -> task -> (…, K) calibrated logits."""
         z = self.standardize(feats)
-        return {t: reg.calibrate(reg.raw_logits(z)) for t, reg in self.tasks.items()}
+        out = {t: reg.calibrate(reg.raw_logits(z)) for t, reg in self.tasks.items()}
+        for t, reg in self.tasks.items():
+            if reg.given is not None:
+                parent, cls = reg.given
+                out[t] = conditional_logits(out[parent], self.tasks[parent].classes.index(cls), out[t])
+        return out
 
     def forward(self, probs: torch.Tensor, image: torch.Tensor, depth: torch.Tensor, position: torch.Tensor,
                 spacing_zyx: Sequence[float]) -> dict[str, torch.Tensor]:

@@ -115,8 +115,10 @@ def expected_calibration_error(
 def reliability_curve(
     probs: np.ndarray, y_true: np.ndarray, *, n_bins: int = 10
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Binary reliability curve: per equal-width bin of P(class 1), the mean predicted probability,
-    the observed frequency of class 1, and the count (``-1`` labels ignored; empty bins are NaN).
+    """Reliability curve: per equal-width bin of P(class 1), the mean predicted probability, the
+    observed frequency of class 1, and the count (``-1`` labels ignored; empty bins are NaN). With
+    more than two classes it is the top-label curve: the top probability against how often the top
+    class is the true one.
 
     Args:
         probs: (N, 2) probabilities or (N,) probability of class 1.
@@ -127,9 +129,10 @@ def reliability_curve(
         ``(mean_predicted, observed_frequency, counts)``, each (n_bins,).
     """
     y, p = _known(y_true, probs)
-    if p.shape[1] != 2:
-        raise ValueError(f"reliability_curve is for binary tasks; got {p.shape[1]} classes")
-    q = p[:, 1]
+    if p.shape[1] == 2:
+        q = p[:, 1]
+    else:
+        q, y = p.max(axis=1), (p.argmax(axis=1) == y).astype(np.int64)
     bins = np.clip((q * n_bins).astype(np.int64), 0, n_bins - 1)
     counts = np.bincount(bins, minlength=n_bins).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -141,7 +144,8 @@ def reliability_curve(
 def plot_reliability(
     tasks: dict[str, tuple[np.ndarray, np.ndarray]], out_png: str, *, n_bins: int = 10, dpi: int = 120
 ) -> str:
-    """Reliability diagram PNG (atomically), one panel per binary task ``{task: (y_true, probs)}``:
+    """Reliability diagram PNG (atomically), one panel per task ``{task: (y_true, probs)}`` (top-label
+    for more than two classes):
     observed frequency against mean predicted probability per bin, marker area ~ bin count, with
     the task's ECE (top-label, 15 bins as :func:`expected_calibration_error`) in the title."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -2,7 +2,8 @@
 
     python -m GliomaMTLLib.train.genotype_fit --model gliomamtl_adult --cohort adult \\
         --cache runs/genotype_fit/cache_adult --counts train=120,val=100,test=100,transfer=30 \\
-        --out runs/genotype_fit/adult [--collect] [--update-bundle] [--version 0.2.1]
+        --out runs/genotype_fit/adult [--collect [--workers 2]] [--update-bundle] [--version 0.3.0] \\
+        [--check-against Resources/Models/gliomamtl_adult]
 
 Stages (each reads what the one before left on disk, so a killed run resumes):
 
@@ -139,48 +140,73 @@ def fit_and_measure(data: dict[str, dict[str, Any]], tasks: dict[str, tuple[str,
     Returns ``{"spec": genotype_path dict, "status", "metrics", "cnn_metrics", "arrays", "standardize"}``.
     """
     from GliomaMTLLib.genotype.features import FEATURE_NAMES
-    from GliomaMTLLib.genotype.fit import (fit_calibration, fit_ood_cv, fit_standardization, fit_task,
+    from GliomaMTLLib.genotype.fit import (HIERARCHY, fit_calibration, fit_ood_cv, fit_standardization, fit_task,
                                            out_of_fold_logits, task_status)
     from GliomaMTLLib.genotype.model import KIND, TaskRegression
 
     dev = _pool(data, ("train", "val"))
-    mean, scale = fit_standardization(dev["X"])
+    # features constant on the development phantoms carry nothing (e.g. the core features of a
+    # whole-tumor model): the path leaves them out
+    cols = np.flatnonzero(dev["X"].std(axis=0) > 1e-8)
+    names = [FEATURE_NAMES[i] for i in cols]
+    mean, scale = fit_standardization(dev["X"][:, cols])
 
     def std(x: np.ndarray) -> np.ndarray:
-        return (x - mean) / scale
+        return (np.asarray(x)[:, cols] - mean) / scale
 
     z_dev = std(dev["X"])
-    spec: dict[str, Any] = {"kind": KIND, "features": list(FEATURE_NAMES), "mean": mean.tolist(), "scale": scale.tolist(),
-                            "tasks": {}}
+    spec: dict[str, Any] = {"kind": KIND, "features": names, "mean": mean.tolist(), "scale": scale.tolist(), "tasks": {}}
     fit_info, status, metrics, cnn_metrics, arrays = {}, {}, {}, {}, {}
-    for task, classes in tasks.items():
-        reg, info = fit_task(z_dev, dev["y"][task], classes)
-        oof = out_of_fold_logits(z_dev, dev["y"][task], info["C"])
-        cal = fit_calibration(oof, dev["y"][task])
+    dev_probs: dict[str, np.ndarray] = {}  # task -> out-of-fold calibrated development probabilities
+    split_logits: dict[str, dict[str, np.ndarray]] = {}  # task -> split -> calibrated logits
+    order = sorted(tasks, key=lambda t: t in HIERARCHY and HIERARCHY[t][0] in tasks)  # parents first
+    for task in order:
+        classes = tasks[task]
+        given = HIERARCHY.get(task) if HIERARCHY.get(task, ("",))[0] in tasks else None
+        y_dev = dev["y"][task]
+        fit_rows = np.ones(len(y_dev), bool)
+        if given is not None:
+            # the conditional regression sees only the parent class (e.g. IDH-mutant) cases
+            fit_rows = dev["y"][given[0]] == tasks[given[0]].index(given[1])
+        reg, info = fit_task(z_dev[fit_rows], y_dev[fit_rows], classes)
+        oof_rows = out_of_fold_logits(z_dev[fit_rows], y_dev[fit_rows], info["C"])
+        cal = fit_calibration(oof_rows, y_dev[fit_rows])
         reg.calibration = {k: cal[k] for k in ("method", "a", "b", "temperature") if k in cal}
+        reg.given = given
         spec["tasks"][task] = reg.to_dict()
-        stored = TaskRegression.from_dict(spec["tasks"][task], len(FEATURE_NAMES), task)
-        fit_info[task] = {**info, "calibration": cal,
-                          "coefficients": dict(zip(FEATURE_NAMES, reg.coef[0].round(4).tolist())) if reg.coef.shape[0] == 1 else None}
+        stored = TaskRegression.from_dict(spec["tasks"][task], len(names), task)
+        # development logits: out-of-fold for the rows the regression was fitted on, the final
+        # regression for the others (it never saw them)
+        oof = _calibrated(stored, z_dev)
+        oof[fit_rows] = _cal(stored, oof_rows)
+        split_logits[task] = {s: _calibrated(stored, std(data[s]["X"])) for s in ("test", "transfer")
+                              if s in data and len(data[s]["X"])}
+        if given is not None:
+            p_index = tasks[given[0]].index(given[1])
+            parent_dev = np.log(np.clip(dev_probs[given[0]], 1e-12, 1.0))
+            oof = _conditional(parent_dev, p_index, oof)
+            split_logits[task] = {s: _conditional(split_logits[given[0]][s], p_index, v) for s, v in split_logits[task].items()}
+        fit_info[task] = {**info, "calibration": cal, "given": list(given) if given else None,
+                          "coefficients": dict(zip(names, reg.coef[0].round(4).tolist())) if reg.coef.shape[0] == 1 else None}
         metrics[task], cnn_metrics[task], arrays[task] = {}, {}, {}
-        known = dev["y"][task] >= 0
-        oof_probs = _softmax(np.nan_to_num(_cal(stored, oof)))
-        chosen = youden_threshold(dev["y"][task][known], oof_probs[known, 1]) if len(classes) == 2 else None
-        metrics[task]["development (out-of-fold)"] = _task_metrics(np.where(known, dev["y"][task], -1), oof_probs, classes,
-                                                                   band, chosen)
-        for split in ("test", "transfer"):
-            if split not in data or not len(data[split]["X"]):
-                continue
-            probs = _softmax(_calibrated(stored, std(data[split]["X"])))
+        known = y_dev >= 0
+        oof_probs = _softmax(np.nan_to_num(oof))
+        dev_probs[task] = oof_probs
+        chosen = youden_threshold(y_dev[known], oof_probs[known, 1]) if len(classes) == 2 else None
+        metrics[task]["development (out-of-fold)"] = _task_metrics(np.where(known, y_dev, -1), oof_probs, classes, band, chosen)
+        for split, logits in split_logits[task].items():
+            probs = _softmax(logits)
             metrics[task][split] = _task_metrics(data[split]["y"][task], probs, classes, band, chosen)
             arrays[task][split] = (data[split]["y"][task], probs)
             cnn = _softmax(data[split]["cnn"][task] / temperatures.get(task, 1.0))
             cnn_metrics[task][split] = _task_metrics(data[split]["y"][task], cnn, classes, band)
         status[task] = task_status(metrics[task]["test"])
         m = metrics[task]["test"]
-        log(f"{task}: test AUC {m['auc']:.3f} [{m['auc_ci_low']:.3f}, {m['auc_ci_high']:.3f}], ECE {m['ece']:.3f}, "
+        log(f"{task}{f' (given {given[0]} = {given[1]})' if given else ''}: test AUC {m['auc']:.3f} "
+            f"[{m['auc_ci_low']:.3f}, {m['auc_ci_high']:.3f}], ECE {m['ece']:.3f}, "
             f"out-of-fold AUC {metrics[task]['development (out-of-fold)']['auc']:.3f}; "
             f"CNN head test AUC {cnn_metrics[task]['test']['auc']:.3f}; calibration: {cal['why']}")
+    metrics = {t: metrics[t] for t in tasks}
     ood = fit_ood_cv(z_dev)
     spec["ood"] = ood.to_dict()
     for split in ("test", "transfer"):
@@ -190,6 +216,17 @@ def fit_and_measure(data: dict[str, dict[str, Any]], tasks: dict[str, tuple[str,
     spec["n_development"] = int(len(dev["ids"]))
     return {"spec": spec, "status": status, "metrics": metrics, "cnn_metrics": cnn_metrics, "arrays": arrays,
             "standardize": std}
+
+
+def _conditional(parent_logits: np.ndarray, index: int, logits: np.ndarray) -> np.ndarray:
+    """:func:`GliomaMTLLib.genotype.model.conditional_logits` on numpy arrays (log-probabilities are logits too)."""
+    import torch
+
+    from GliomaMTLLib.genotype.model import conditional_logits
+
+    with torch.no_grad():
+        return conditional_logits(torch.as_tensor(parent_logits, dtype=torch.float64), index,
+                                  torch.as_tensor(np.nan_to_num(logits), dtype=torch.float64)).numpy()
 
 
 def _cal(reg: Any, logits: np.ndarray) -> np.ndarray:
@@ -244,13 +281,24 @@ def survival_analysis(data: dict[str, dict[str, Any]], result: dict[str, Any], o
 def card_section(model: str, version: str, result: dict[str, Any], data: dict[str, Any], command: str,
                  band: tuple[float, float], survival: dict[str, Any] | None) -> str:
     """Markdown section for the model card."""
+    whole_tumor = "ncr_share_of_core" not in result["spec"]["features"]
+    described = ("whole-tumor volume and shape, FLAIR inside the tumor (cyst-like share, heterogeneity), margin "
+                 "sharpness, location in the brain including the posterior fossa; the model predicts the whole tumor "
+                 "only, so its core features are left out" if whole_tumor else
+                 "compartment volumes and shares, rim thickness and completeness, T2-FLAIR mismatch, calcification-like "
+                 "foci, edema/core ratio, margin sharpness, location in the brain")
     lines = [f"## Genotype: radiological-feature path (v{version})", "",
              "Genotype is predicted from named radiological features of the model's own predicted soft "
-             "segmentation and the sequences in the main crop (compartment volumes and shares, rim thickness "
-             "and completeness, T2-FLAIR mismatch, calcification-like foci, edema/core ratio, margin sharpness, "
-             "location in the brain), standardized, into an L2 logistic regression per task, calibrated (Platt) on "
-             "out-of-fold logits. The CNN weights are those of the previous version; only `model.json` changed "
-             "(`genotype_paths`, `genotype_status`, `abstain_band`). The CNN heads' logits are no longer shown.", "",
+             f"segmentation and the sequences in the main crop ({described}), standardized, into an L2 logistic "
+             "regression per task (multinomial for more than two classes), calibrated (Platt; temperature for "
+             "multinomial) on "
+             "out-of-fold logits. "
+             + ("1p/19q is conditional on IDH (WHO CNS5 2021 defines codeletion within IDH-mutant tumours): its "
+                "regression is fitted on IDH-mutant phantoms and the probability shown is P(IDH-mutant) x "
+                "P(codeleted | IDH-mutant), so it never exceeds the IDH-mutant probability. "
+                if result["spec"]["tasks"].get("codel_1p19q", {}).get("given") else "")
+             + "The path is fitted to this bundle's own CNN weights (their predicted segmentations) and stored in "
+             "`model.json` (`genotype_paths`, `genotype_status`, `abstain_band`); the CNN heads' logits are not shown.", "",
              f"Phantoms: {len(data['train']['ids']) + len(data['val']['ids'])} development (fit; regression strength, "
              "Platt calibration and the OOD threshold from 5-fold out-of-fold logits and distances), "
              f"{len(data['test']['ids'])} test" + (f", {len(data['transfer']['ids'])} transfer (contrast spread 1.8, "
@@ -289,8 +337,8 @@ def card_section(model: str, version: str, result: dict[str, Any], data: dict[st
         lines += ["", f"Survival (paper 002): {survival['model']}, fitted on the development phantoms; C-index on the test phantoms (by true WHO subtype): "
                   + ", ".join(f"{k} {v['c_index']:.3f} (n={int(v['n'])})" for k, v in rows.items())
                   + ". Kaplan-Meier by predicted subtype: [km.png](km.png)."]
-    lines += ["", "Not done: the comparison of the papers' CNN heads (retrained with 3 seeds, >= 100 held-out "
-              "phantoms each) needs GPU-days this 2-core CPU does not have; the pediatric BRAF path is not fitted.",
+    lines += ["", "Not done: the comparison of the papers' CNN heads retrained with 3 seeds (>= 100 held-out "
+              "phantoms each); the table above gives this bundle's own CNN heads on the same phantoms.",
               "", "Reliability diagram (test): [reliability.png](reliability.png); ROC: [roc.png](roc.png).", "",
               f"Command: `{command}`", ""]
     return "\n".join(lines)
@@ -322,8 +370,8 @@ def update_bundle(folder: Path, version: str, result: dict[str, Any], band: tupl
     lines = text.splitlines()
     if lines and lines[0].startswith("# Model card:"):
         lines[0] = f"# Model card: {meta['name']} {version}"
-        note = (f"> **{version}**: same CNN weights; the genotype now comes from the radiological-feature path "
-                "(section \"Genotype: radiological-feature path\" at the end), which replaces the CNN heads below.")
+        note = (f"> **{version}**: the genotype comes from the radiological-feature path (section \"Genotype: "
+                "radiological-feature path\" at the end), which replaces the CNN heads' outputs described below.")
         lines = [lines[0]] + [ln for ln in lines[1:] if not ln.startswith(f"> **{version}**")]
         lines[1:1] = ["", note]
         text = "\n".join(lines) + "\n"
@@ -331,6 +379,47 @@ def update_bundle(folder: Path, version: str, result: dict[str, Any], band: tupl
     for png in ("reliability.png", "roc.png", "km.png"):
         if (out / png).exists():
             shutil.copyfile(out / png, folder / png)
+
+
+def collect_parallel(model: str, cohort: str, counts: dict[str, int], cache: Path, workers: int, log: Any) -> None:
+    """:func:`GliomaMTLLib.genotype.collect.collect` in ``workers`` processes (one torch thread each;
+    each takes every ``workers``-th case, and a case already in ``cache`` is skipped)."""
+    from GliomaMTLLib.genotype.collect import collect
+
+    cache.mkdir(parents=True, exist_ok=True)
+    if workers <= 1:
+        collect(model, cohort, counts, cache, log=log)
+        return
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=collect, args=(model, cohort, counts, cache), kwargs={"worker": w, "n_workers": workers})
+             for w in range(workers)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join()
+    failed = [w for w, proc in enumerate(procs) if proc.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"phantom collection worker(s) {failed} failed; rerun with --collect to resume")
+
+
+def check_against(metrics: dict[str, Any], bundle: Path, tolerance: float) -> list[str]:
+    """Differences beyond ``tolerance`` between these test metrics and a bundle's stored ones."""
+    from GliomaMTLLib.bundle import load_bundle
+
+    stored = (load_bundle(bundle).meta.get("metrics") or {}).get("genotype_path") or {}
+    out = []
+    for task, per_split in metrics.items():
+        ref = (stored.get(task) or {}).get("test")
+        if not ref:
+            out.append(f"{task}: no stored genotype-path test metrics to compare with")
+            continue
+        for key in ("auc", "ece"):
+            a, b = per_split["test"].get(key), ref.get(key)
+            if a is not None and b is not None and abs(float(a) - float(b)) > tolerance:
+                out.append(f"{task} test {key}: {float(a):.3f} here, {float(b):.3f} stored (tolerance {tolerance})")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -345,6 +434,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", default=None, help="bundle version to write with --update-bundle")
     parser.add_argument("--abstain-band", default=f"{DEFAULT_BAND[0]},{DEFAULT_BAND[1]}")
     parser.add_argument("--min-cases", type=int, default=10, help="fewest cases with a tumor per split")
+    parser.add_argument("--workers", type=int, default=1, help="with --collect: processes generating and predicting phantoms")
+    parser.add_argument("--check-against", metavar="BUNDLE", type=Path,
+                        help="compare the test AUC and ECE of each task with this bundle's model.json (exit 1 beyond --tolerance)")
+    parser.add_argument("--tolerance", type=float, default=0.05, help="allowed absolute difference (default 0.05)")
     parser.add_argument("--progress-json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -372,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.collect:
             from GliomaMTLLib.genotype.collect import collect
 
-            collect(args.model, args.cohort, counts, args.cache, log=log)
+            collect_parallel(args.model, args.cohort, counts, args.cache, args.workers, log)
         if reporter:
             reporter.progress(0.1, "computing features")
         tasks = dict(bundle.tasks)
@@ -393,9 +486,7 @@ def main(argv: list[str] | None = None) -> int:
         from GliomaMTLLib.metrics.calibration import plot_reliability
         from GliomaMTLLib.metrics.classification import plot_roc
 
-        binary = {t: a["test"] for t, a in result["arrays"].items() if a["test"][1].shape[1] == 2}
-        if binary:
-            plot_reliability(binary, str(args.out / "reliability.png"))
+        plot_reliability({t: a["test"] for t, a in result["arrays"].items()}, str(args.out / "reliability.png"))
         plot_roc({t: {"y_true": a["test"][0], "probs": a["test"][1], "class_names": tasks[t]}
                   for t, a in result["arrays"].items()}, args.out / "roc.png")
         survival = survival_analysis(data, result, args.out) if args.cohort == "adult" else None
@@ -415,11 +506,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.update_bundle:
             update_bundle(bundle.folder, version, result, band, section, args.out)
             log(f"updated {bundle.folder / 'model.json'} to version {version}")
+        problems = check_against(result["metrics"], args.check_against, args.tolerance) if args.check_against else []
+        for line in problems:
+            log(f"differs from {args.check_against}: {line}")
         if reporter:
             reporter.done(out=str(args.out), status=result["status"])
         else:
             print(section)
-        return 0
+        return 1 if problems else 0
     except SystemExit as exc:
         if reporter and exc.code not in (0, None):
             reporter.error(str(exc.code))
