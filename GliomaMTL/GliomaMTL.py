@@ -667,7 +667,7 @@ class GliomaMTLLogic(ScriptedLoadableModuleLogic):
     Python console without the panel::
 
         logic = slicer.util.getModuleLogic("GliomaMTL")
-        job = logic.predict({"t1n": n1, "t1c": n2, "t2w": n3, "t2f": n4}, "gliomamtl_adult@0.2.0", "cpu",
+        job = logic.predict({"t1n": n1, "t1c": n2, "t2w": n3, "t2f": n4}, "gliomamtl_adult", "cpu",
                             waitForCompletion=True)
         imported = logic.importPrediction(job.files, inputs, None)
     """

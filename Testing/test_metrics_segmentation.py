@@ -297,3 +297,17 @@ def test_cohort_region_table():
     assert table["ET"]["hd95"]["median"] == 4.0
     one = cohort_region_table([{"WT": {"dice": 0.8}}])["WT"]["dice"]
     assert one["mean"] == 0.8 and math.isnan(one["std"])
+
+
+def test_bootstrap_mean_interval_covers_the_mean_and_shrinks_with_n() -> None:
+    from GliomaMTLLib.metrics.segmentation import bootstrap_mean_ci
+
+    rng = np.random.default_rng(0)
+    small = rng.uniform(0.5, 1.0, 20)
+    large = rng.uniform(0.5, 1.0, 500)
+    lo_s, hi_s = bootstrap_mean_ci(small)
+    lo_l, hi_l = bootstrap_mean_ci(large)
+    assert lo_s < small.mean() < hi_s and lo_l < large.mean() < hi_l
+    assert (hi_l - lo_l) < 0.5 * (hi_s - lo_s)
+    assert bootstrap_mean_ci([0.7, float("nan"), 0.7]) == (0.7, 0.7)
+    assert all(np.isnan(bootstrap_mean_ci([float("nan")])))

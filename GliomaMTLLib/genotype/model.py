@@ -8,6 +8,7 @@ the soft segmentation and the image.
     "genotype_path": {
       "kind": "radiological_features/1",
       "features": [names...],              # GliomaMTLLib.genotype.features.FEATURE_NAMES (a subset/order)
+      "sequences": ["t1n", "t1c", "t2w", "t2f"],   # the image channels, in the bundle's order
       "mean": [...], "scale": [...],       # standardization fitted on the training phantoms
       "tasks": {"idh": {"classes": ["wildtype", "mutant"],
                         "coef": [[...]], "intercept": [...],   # (1, F) binary or (K, F) multinomial

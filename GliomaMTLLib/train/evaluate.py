@@ -278,6 +278,7 @@ def segmentation_rows(results: Sequence[CaseResult], num_classes: int, which: st
                       ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(per case x region rows, per region summary rows)."""
     from GliomaMTLLib.metrics import region_metrics
+    from GliomaMTLLib.metrics.segmentation import bootstrap_mean_ci
 
     regions = _regions(num_classes)
     per_case: list[dict[str, Any]] = []
@@ -301,6 +302,7 @@ def segmentation_rows(results: Sequence[CaseResult], num_classes: int, which: st
             entry[f"{metric}_mean"] = float(finite.mean()) if finite.size else float("nan")
             entry[f"{metric}_sd"] = float(finite.std()) if finite.size else float("nan")
             entry[f"{metric}_median"] = float(np.median(finite)) if finite.size else float("nan")
+        entry["dice_ci_low"], entry["dice_ci_high"] = bootstrap_mean_ci([row["dice"] for row in rows])
         summary.append(entry)
     return per_case, summary
 
@@ -415,7 +417,8 @@ def write_report(out_dir: str | os.PathLike, title: str, info: Mapping[str, Any]
     if seg_rows:
         lines += ["## Segmentation", "",
                   markdown_table(seg_rows, [("stage", "stage"), ("region", "region"), ("n", "n"),
-                                            ("dice_mean", "Dice"), ("dice_sd", "Dice SD"), ("hd95_median", "HD95 median (mm)"),
+                                            ("dice_mean", "Dice"), ("dice_ci_low", "Dice 95% CI low"),
+                                            ("dice_ci_high", "Dice 95% CI high"), ("dice_sd", "Dice SD"), ("hd95_median", "HD95 median (mm)"),
                                             ("hd95_mean", "HD95 mean (mm)"), ("sensitivity_mean", "Sensitivity"),
                                             ("specificity_mean", "Specificity"), ("paper_dice", "paper Dice")]), ""]
     if cls_md:
@@ -585,7 +588,7 @@ def evaluate_bundle(bundle_path: str | os.PathLike, data_spec: str, out_dir: str
 
 def write_subset_table(out_dir: str | os.PathLike, bundle, data_spec: str, reports: Mapping[str, Mapping[str, Any]]
                        ) -> str:
-    """``<out>/subsets.md`` (and ``subsets.json``): mean Dice (SD) per region for each sequence subset."""
+    """``<out>/subsets.md`` (and ``subsets.json``): mean Dice [bootstrap 95% CI] per region for each sequence subset."""
     regions = [k.split("/")[1] for k in next(iter(reports.values()))["segmentation"]]
     lines = [f"# {bundle.name} {bundle.version}: Dice per input sequence subset", "",
              f"Data: `{data_spec}`; {next(iter(reports.values()))['info']['cases']} cases; missing sequences filled "
@@ -595,7 +598,8 @@ def write_subset_table(out_dir: str | os.PathLike, bundle, data_spec: str, repor
     table = {}
     for key, metrics in reports.items():
         seg = metrics["segmentation"]
-        cells = [f"{seg[f'main/{r}']['dice_mean']:.3f} ({seg[f'main/{r}']['dice_sd']:.3f})"
+        cells = [f"{seg[f'main/{r}']['dice_mean']:.3f} [{seg[f'main/{r}'].get('dice_ci_low', float('nan')):.3f}, "
+                 f"{seg[f'main/{r}'].get('dice_ci_high', float('nan')):.3f}]"
                  if seg.get(f"main/{r}", {}).get("dice_mean") is not None else "n/a" for r in regions]
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
         table[key] = {r: seg.get(f"main/{r}", {}) for r in regions}

@@ -93,7 +93,9 @@ def render_card(meta: Mapping[str, Any], recipe: Mapping[str, Any], metrics: Map
     training = meta["training"]
     seg_lines = []
     for key, row in (metrics.get("segmentation") or {}).items():
-        seg_lines.append(f"| {key} | {row.get('n')} | {_fmt(row.get('dice_mean'))} | {_fmt(row.get('hd95_median'))} | "
+        ci = (f" [{_fmt(row['dice_ci_low'])}, {_fmt(row['dice_ci_high'])}]"
+              if row.get("dice_ci_low") is not None and row.get("dice_ci_high") is not None else "")
+        seg_lines.append(f"| {key} | {row.get('n')} | {_fmt(row.get('dice_mean'))}{ci} | {_fmt(row.get('hd95_median'))} | "
                          f"{_fmt(row.get('sensitivity_mean'))} | {_fmt(row.get('specificity_mean'))} |")
     geno_lines = []
     for task, row in (metrics.get("genotype") or {}).items():

@@ -34,7 +34,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -129,13 +129,16 @@ def _pool(data: dict[str, dict[str, Any]], splits: tuple[str, ...]) -> dict[str,
 
 
 def fit_and_measure(data: dict[str, dict[str, Any]], tasks: dict[str, tuple[str, ...]], *, band: tuple[float, float],
-                    temperatures: dict[str, float], log: Any = print) -> dict[str, Any]:
+                    temperatures: dict[str, float], log: Any = print,
+                    feature_names: Sequence[str] | None = None) -> dict[str, Any]:
     """Fit the path on the development phantoms (``train`` + ``val``), measure on ``test`` and ``transfer``.
 
     The regression strength is chosen by 5-fold cross-validation on the development pool; Platt
     calibration and the OOD threshold are fitted on out-of-fold logits / distances of the same pool
     (every development case is a validation case once); the final regression uses the whole pool.
-    ``test`` and ``transfer`` are never used before measuring.
+    ``test`` and ``transfer`` are never used before measuring. ``feature_names`` names the columns
+    of ``X`` (default :data:`~GliomaMTLLib.genotype.features.FEATURE_NAMES`; other inputs, e.g. the
+    CNN heads' logits, serve comparisons, not bundles).
 
     Returns ``{"spec": genotype_path dict, "status", "metrics", "cnn_metrics", "arrays", "standardize"}``.
     """
@@ -148,7 +151,7 @@ def fit_and_measure(data: dict[str, dict[str, Any]], tasks: dict[str, tuple[str,
     # features constant on the development phantoms carry nothing (e.g. the core features of a
     # whole-tumor model): the path leaves them out
     cols = np.flatnonzero(dev["X"].std(axis=0) > 1e-8)
-    names = [FEATURE_NAMES[i] for i in cols]
+    names = [list(feature_names or FEATURE_NAMES)[i] for i in cols]
     mean, scale = fit_standardization(dev["X"][:, cols])
 
     def std(x: np.ndarray) -> np.ndarray:
@@ -482,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         if reporter:
             reporter.progress(0.5, "fitting")
         result = fit_and_measure(data, tasks, band=band, temperatures=temps, log=log)
+        result["spec"]["sequences"] = list(bundle.sequences)  # the image channels its features read
         args.out.mkdir(parents=True, exist_ok=True)
         from GliomaMTLLib.metrics.calibration import plot_reliability
         from GliomaMTLLib.metrics.classification import plot_roc
