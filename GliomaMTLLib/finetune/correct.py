@@ -107,7 +107,6 @@ def add_correction(
     """
     from GliomaMTLLib.bundle import load_bundle
     from GliomaMTLLib.inference.predictor import DEFAULT_MODEL
-    from GliomaMTLLib.io import read_label_map
     from GliomaMTLLib.io.readers import read_case, resolve_case_files
     from GliomaMTLLib.labels import SEQUENCES
 

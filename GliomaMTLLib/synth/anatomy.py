@@ -22,7 +22,6 @@ turns a ~10 s first call into ~0.3 s. Coarser anatomies (``small`` phantoms) are
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 from pathlib import Path
 

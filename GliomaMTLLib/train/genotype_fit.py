@@ -466,8 +466,6 @@ def main(argv: list[str] | None = None) -> int:
         bundle = load_bundle(args.model)
         counts = _parse_counts(args.counts)
         if args.collect:
-            from GliomaMTLLib.genotype.collect import collect
-
             collect_parallel(args.model, args.cohort, counts, args.cache, args.workers, log)
         if reporter:
             reporter.progress(0.1, "computing features")
