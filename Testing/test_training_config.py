@@ -157,3 +157,19 @@ def test_shipped_recipes_of_issue_11():
     assert same == sum(n for s, _, _, n in schedule_plan(adult) if s == "main")
     for stage in ("localizer", "main"):  # shares the prepared phantoms
         assert stage_cache_dir(base, stage, "runs/x") == stage_cache_dir(adult, stage, "runs/x")
+
+
+def test_phase_augment_overrides_the_stage_and_balance_names_a_task():
+    r = load_recipe("gliomamtl_adult", ["stages.main.phases.1.augment.sequence_dropout=0.0",
+                                        "stages.main.phases.1.balance=idh"])
+    seg, joint = r["stages"]["main"]["phases"]
+    assert seg["augment"]["sequence_dropout"] == pytest.approx(0.1)  # the stage's value
+    assert joint["augment"]["sequence_dropout"] == 0.0
+    assert joint["augment"]["contrast_prob"] == pytest.approx(0.4)  # the rest kept from the stage
+    assert (seg["balance"], joint["balance"]) == (None, "idh")
+    with pytest.raises(ConfigError, match=r"phases.1.augment.sequence_dropot"):
+        load_recipe("gliomamtl_adult", ["stages.main.phases.1.augment.sequence_dropot=0.0"])
+    with pytest.raises(ConfigError, match=r"phases.1.balance = 'braf'.*codel_1p19q.*idh"):
+        load_recipe("gliomamtl_adult", ["stages.main.phases.1.balance=braf"])
+    with pytest.raises(ConfigError, match=r"phases.0.balance = 'idh'.*genotype: true"):
+        load_recipe("gliomamtl_adult", ["stages.main.phases.0.balance=idh"])  # a segmentation-only phase

@@ -12,7 +12,7 @@ import torch
 from GliomaMTLLib.io.geometry import Geometry
 from GliomaMTLLib.train.config import AUGMENT_DEFAULTS, INPUT_DEFAULTS
 from GliomaMTLLib.train.data import PreparedCase
-from GliomaMTLLib.train.sampling import Augmenter, Prefetcher, Sampler
+from GliomaMTLLib.train.sampling import Augmenter, Prefetcher, Sampler, balanced_case_weights
 
 SEQ = ["t1n", "t1c", "t2w", "t2f"]
 
@@ -82,3 +82,29 @@ def test_train_log_splits_data_and_compute_time(tmp_path):
     for e in steps:
         assert e["data_sec_per_it"] >= 0 and e["compute_sec_per_it"] > 0
         assert e["data_sec_per_it"] + e["compute_sec_per_it"] <= e["sec_per_it"] * 1.05 + 0.01
+
+
+def _genotyped(labels: list[int]) -> list[PreparedCase]:
+    cases = []
+    for i, y in enumerate(labels):
+        c = _case(i)
+        c.genotype = {"idh": y}
+        cases.append(c)
+    return cases
+
+
+def test_balanced_weights_draw_each_known_class_equally_often():
+    labels = [0] * 8 + [1] * 2 + [-1] * 2  # 8 wildtype, 2 mutant, 2 unknown
+    cases = _genotyped(labels)
+    w = balanced_case_weights(cases, "idh")
+    assert w[:8].sum() == pytest.approx(w[8:10].sum())  # the two classes weigh the same
+    assert w[10] == pytest.approx(w[:10].mean())  # unknown: the labelled cases' mean weight
+    inp = {**INPUT_DEFAULTS, "mode": "patch", "size": [12, 12, 12], "fg_fraction": 0.5}
+    sampler = Sampler(cases, inp, None, ["idh"], seed=1, stage_index=0, phase_index=0, case_weights=w)
+    drawn = [int(sampler.sample(it, 0)["genotype"]["idh"]) for it in range(600)]
+    share_mutant = drawn.count(1) / (drawn.count(0) + drawn.count(1))
+    assert 0.42 < share_mutant < 0.58  # uniform drawing would give 0.2
+    with pytest.raises(ValueError, match="no training case has a codel_1p19q label"):
+        balanced_case_weights(cases, "codel_1p19q")
+    with pytest.raises(ValueError, match="case_weights must be 12"):
+        Sampler(cases, inp, None, ["idh"], seed=1, stage_index=0, phase_index=0, case_weights=np.ones(3))

@@ -16,7 +16,7 @@ array order (z, y, x)):
 
     - ``crop`` (default with a localizer): one ``crop_size`` window centred on the tumor box. If
       the box is larger than the window, the segmentation covers the box with overlapping
-      windows (``monai.inferers.sliding_window_inference``, Gaussian blending) and the genotype
+      windows (`GliomaMTLLib.inference.windows`, Gaussian blending as in MONAI) and the genotype
       comes from the window centred on the tumor. When the localizer finds nothing, windows
       cover the whole brain as in ``sliding``.
     - ``sliding`` (default without a localizer): windows over the whole brain; the genotype
@@ -74,6 +74,7 @@ from GliomaMTLLib.inference.device import (
 from GliomaMTLLib.inference.postprocess import PostprocessConfig, apply_postprocess, regions_for_labels, volumes_ml
 from GliomaMTLLib.inference.prediction import BoxedVolumes, Prediction
 from GliomaMTLLib.inference.task_logits import TaskLogits, build_task_logits
+from GliomaMTLLib.inference.windows import sliding_window_probs
 from GliomaMTLLib.genotype.path import ood_warning
 from GliomaMTLLib.io.case import Case
 from GliomaMTLLib.io.validation import MissingSequenceError
@@ -552,8 +553,6 @@ class Predictor:
 
     def _sliding(self, stage: str, image: np.ndarray, window: tuple[int, ...], device: torch.device) -> np.ndarray:
         """Softmax probabilities (L, z, y, x) of ``image`` (C, z, y, x) from overlapping windows."""
-        from monai.inferers import sliding_window_inference  # MONAI loads only when windows slide
-
         spec = self.main if stage == "main" else self.localizer
         assert spec is not None
         runner = self._runner(stage, device)
@@ -566,14 +565,8 @@ class Predictor:
 
         x = torch.from_numpy(np.ascontiguousarray(image[None])).to(device)
         with inference_context(device, self.amp):
-            out = sliding_window_inference(
-                x,
-                roi_size=window,
-                sw_batch_size=int(spec.option("sw_batch_size", 1)),
-                predictor=seg,
-                overlap=float(spec.option("overlap", 0.25)),
-                mode="gaussian",
-            )
+            out = sliding_window_probs(x, window, seg, overlap=float(spec.option("overlap", 0.25)),
+                                       batch_size=int(spec.option("sw_batch_size", 1)))
         return out[0].float().cpu().numpy()
 
     def _localize(self, pre_loc: Preprocessed, pre_main: Preprocessed, device: torch.device) -> np.ndarray | None:

@@ -57,13 +57,40 @@ VARIANTS: tuple[Variant, ...] = (
             {"stages.main.network.seg_summary": True}),
 )
 
+#: Stand-in, in a variant's overrides, for the run folder of ``seg_only`` with the same seed.
+SEG_ONLY_RUN = "{seg_only_run}"
+
+# The papers' heads trained the way issue 12 asks: on the finished single-task network of the same
+# seed (its weights copied, encoder and decoder frozen), class-balanced for IDH, with no sequence
+# dropout or contrast curves, for 400 iterations. Segmentation is the single-task one by construction.
+_HEAD_PHASE = {"name": "genotype", "iterations": 400, "genotype": True, "freeze": ["encoder.*", "decoder.*"],
+               "balance": "idh", "augment": {"sequence_dropout": 0.0, "contrast_prob": 0.0}}
+
+
+def _head_variant(style: str, paper: str) -> Variant:
+    return Variant(f"heads_{style}", f"{style} head ({paper}) on the frozen seg_only network of the same seed, "
+                   "class-balanced, 400 it", {
+                       "stages.main.init": SEG_ONLY_RUN,
+                       "stages.main.network.head_style": style,
+                       "stages.main.loss.weighting": {"type": "fixed", "weights": {"seg": 1.0, "idh": 1.0, "codel_1p19q": 1.0}},
+                       "stages.main.phases": [_HEAD_PHASE],
+                   })
+
+
+HEAD_VARIANTS: tuple[Variant, ...] = (
+    _head_variant("seggated", "000"), _head_variant("multilevel", "001"), _head_variant("bottleneck", "002/003"),
+)
+ALL_VARIANTS: tuple[Variant, ...] = VARIANTS + HEAD_VARIANTS
+
 
 def variant_recipe(variant: Variant, seed: int, base: str = "claims", smoke: bool = False,
-                   extra: Sequence[str] = ()) -> dict[str, Any]:
-    """The base recipe with the variant's overrides, the network seed and any ``--set`` extras."""
+                   extra: Sequence[str] = (), runs: Path = Path("runs/claims")) -> dict[str, Any]:
+    """The base recipe with the variant's overrides, the network seed and any ``--set`` extras
+    (``SEG_ONLY_RUN`` becomes ``runs/seg_only-seed<seed>``)."""
     from GliomaMTLLib.train.config import load_recipe
 
-    pairs: list[Any] = [("name", f"claims-{variant.name}"), ("seed", seed), *variant.overrides.items()]
+    overrides = {k: (str(runs / f"seg_only-seed{seed}") if v == SEG_ONLY_RUN else v) for k, v in variant.overrides.items()}
+    pairs: list[Any] = [("name", f"claims-{variant.name}"), ("seed", seed), *overrides.items()]
     return load_recipe(base, [*pairs, *extra], smoke=smoke)
 
 
@@ -72,7 +99,7 @@ def run_variant(variant: Variant, seed: int, runs: Path, smoke: bool = False, ex
     from GliomaMTLLib.train.evaluate import evaluate_run
     from GliomaMTLLib.train.trainer import train
 
-    recipe = variant_recipe(variant, seed, smoke=smoke, extra=extra)
+    recipe = variant_recipe(variant, seed, smoke=smoke, extra=extra, runs=runs)
     run_dir = runs / f"{variant.name}-seed{seed}"
     info_path = run_dir / "run.json"
     finished = info_path.is_file() and json.loads(info_path.read_text()).get("status") == "finished"
@@ -140,7 +167,9 @@ def summarize(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             if rows_task:
                 row[f"auc_{task}"] = float(np.mean([t["auc"] for t in rows_task]))
                 row[f"auc_{task}_ci"] = (f"[{rows_task[0]['auc_ci_low']:.2f}, {rows_task[0]['auc_ci_high']:.2f}]"
-                                         if len(rows_task) == 1 else f"{len(rows_task)} seeds")
+                                         if len(rows_task) == 1 else
+                                         f"{len(rows_task)} seeds: {min(t['auc'] for t in rows_task):.2f} to "
+                                         f"{max(t['auc'] for t in rows_task):.2f}")
             else:
                 row[f"auc_{task}"] = float("nan")
                 row[f"auc_{task}_ci"] = "-"
@@ -174,15 +203,16 @@ def render(rows: Sequence[dict[str, Any]], recipe: dict[str, Any], command: str)
         ]), "",
         "Variants:", "",
     ]
-    lines += [f"- `{v.name}`: {v.description}" for v in VARIANTS if any(r["variant"] == v.name for r in rows)]
+    lines += [f"- `{v.name}`: {v.description}" for v in ALL_VARIANTS if any(r["variant"] == v.name for r in rows)]
     return "\n".join(lines) + "\n"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="training/results", help="folder of claims.md / claims.json")
     parser.add_argument("--runs", default="runs/claims", help="folder of the variants' run folders")
-    parser.add_argument("--variants", nargs="+", choices=[v.name for v in VARIANTS],
-                        help="only these variants (default: all)")
+    parser.add_argument("--variants", nargs="+", choices=[v.name for v in ALL_VARIANTS],
+                        help="only these variants (default: the seven design variants; the heads_* variants "
+                             "train on seg_only of the same seed, which runs first)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="network seeds (default 0)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], nargs="+", metavar="KEY=VALUE",
                         help="recipe overrides applied to every variant (e.g. stages.main.phases.0.iterations=200)")
@@ -196,8 +226,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     extra = [item for group in args.overrides for item in group]
-    chosen = [v for v in VARIANTS if not args.variants or v.name in args.variants]
-    if args.variants and "seg_only" not in args.variants:
+    chosen = [v for v in ALL_VARIANTS if v.name in args.variants] if args.variants else list(VARIANTS)
+    if any(SEG_ONLY_RUN in v.overrides.values() for v in chosen) and chosen[0].name != "seg_only":
+        chosen.insert(0, VARIANTS[0])  # the heads start from it
+    if args.variants and "seg_only" not in [v.name for v in chosen]:
         print("[claims] note: without seg_only there is no paired Dice difference", file=sys.stderr)
     runs, out = Path(args.runs), Path(args.out)
     start = time.time()
@@ -209,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = summarize(results)
     command = " ".join(["python -m GliomaMTLLib.train.claims", *(sys.argv[1:] if argv is None else argv)])
     out.mkdir(parents=True, exist_ok=True)
-    recipe = variant_recipe(chosen[0], args.seeds[0], smoke=args.smoke, extra=extra)
+    recipe = variant_recipe(chosen[0], args.seeds[0], smoke=args.smoke, extra=extra, runs=runs)
     write_text_atomic(out / "claims.md", render(rows, recipe, command))
     write_text_atomic(out / "claims.json", json.dumps({"rows": rows, "runs": results}, indent=2, default=float) + "\n")
     print(f"[claims] wrote {out / 'claims.md'} ({time.time() - start:.0f} s)", file=sys.stderr)

@@ -108,6 +108,12 @@ PHASE_DEFAULTS: dict[str, Any] = {
     "input": {},  # override of the stage's ``input`` for this phase (normalized: the merged result)
     "lr_factor": 1.0,  # multiplies every group's learning rate in this phase
     "freeze": [],  # parameter-name patterns kept fixed in this phase
+    # override of the stage's ``augment`` for this phase (normalized: the merged result), e.g. a
+    # genotype phase without sequence dropout or contrast curves, which blur the genotype cues
+    "augment": {},
+    # a genotype task name: draw training cases class-balanced for that task (each known class
+    # equally often); None: uniformly
+    "balance": None,
 }
 
 EVAL_STAGE_DEFAULTS: dict[str, Any] = {
@@ -384,8 +390,10 @@ def normalize_recipe(raw: Mapping[str, Any], source: str = "recipe", validate: b
                         f"{source}: unknown key {where}phases.{i}.{key!r}; known keys there: {sorted(PHASE_DEFAULTS)}"
                     )
             _check_keys(phase_raw.get("input") or {}, INPUT_DEFAULTS, f"{where}phases.{i}.input.", source)
+            _check_keys(phase_raw.get("augment") or {}, AUGMENT_DEFAULTS, f"{where}phases.{i}.augment.", source)
             phase = deep_merge(PHASE_DEFAULTS, phase_raw)
             phase["input"] = deep_merge(stage["input"], phase_raw.get("input") or {})
+            phase["augment"] = deep_merge(stage["augment"], phase_raw.get("augment") or {})
             phases.append(phase)
         stage["phases"] = phases
         stages[str(name)] = stage
@@ -414,6 +422,12 @@ def _validate_values(recipe: Mapping[str, Any], source: str) -> None:
                 )
             if not isinstance(phase["iterations"], int) or phase["iterations"] < 0:
                 raise ConfigError(f"{source}: stages.{name}.phases.{i}.iterations must be an integer >= 0")
+            balance = phase["balance"]
+            if balance is not None and (balance not in (recipe.get("tasks") or {}) or not phase["genotype"]):
+                raise ConfigError(
+                    f"{source}: stages.{name}.phases.{i}.balance = {balance!r}: must name a genotype task of the "
+                    f"recipe ({sorted(recipe.get('tasks') or {})}) in a phase with genotype: true"
+                )
         size = stage["input"]["size"]
         if not (isinstance(size, list) and len(size) == 3 and all(isinstance(s, int) and s > 0 for s in size)):
             raise ConfigError(f"{source}: stages.{name}.input.size must be three positive integers (z, y, x), got {size!r}")

@@ -197,6 +197,23 @@ class Augmenter:
 # --------------------------------------------------------------------------------------------
 
 
+def balanced_case_weights(cases: Sequence[PreparedCase], task: str) -> np.ndarray:
+    """Per-case drawing weights under which every known class of ``task`` is drawn equally often.
+
+    Cases without a label for the task keep the average weight of the labelled ones (they still
+    train the segmentation). Raises ValueError when no case has a label for the task.
+    """
+    labels = np.asarray([int(c.genotype.get(task, -1)) for c in cases])
+    known = labels >= 0
+    if not known.any():
+        raise ValueError(f"class-balanced sampling for {task!r}: no training case has a {task} label")
+    classes, counts = np.unique(labels[known], return_counts=True)
+    per_class = {int(k): 1.0 / (len(classes) * n) for k, n in zip(classes, counts)}
+    weights = np.asarray([per_class.get(int(y), 0.0) for y in labels])
+    weights[~known] = weights[known].mean()
+    return weights
+
+
 class Sampler:
     """Draws training batches for one phase of one stage.
 
@@ -209,14 +226,23 @@ class Sampler:
         dist_regions: regions of the distance-map target (paper 004), or None.
         binary: the network predicts background vs whole tumor only (2 classes, papers 001 and
             003): labels become 1 wherever the reference has any tumor label.
+        case_weights: probability of drawing each case (e.g. `balanced_case_weights`); None:
+            every case equally often.
     """
 
     def __init__(self, cases: Sequence[PreparedCase], input_conf: Mapping[str, Any], augment: Augmenter | None,
                  tasks: Sequence[str], seed: int, stage_index: int, phase_index: int,
-                 dist_regions: Mapping[str, Sequence[int]] | None = None, binary: bool = False) -> None:
+                 dist_regions: Mapping[str, Sequence[int]] | None = None, binary: bool = False,
+                 case_weights: np.ndarray | None = None) -> None:
         if not cases:
             raise ValueError("no training cases to sample from (is the train split empty?)")
         self.cases = list(cases)
+        self.case_weights = None
+        if case_weights is not None:
+            w = np.asarray(case_weights, dtype=np.float64)
+            if w.shape != (len(self.cases),) or not np.all(w >= 0) or w.sum() <= 0:
+                raise ValueError(f"case_weights must be {len(self.cases)} non-negative numbers, not all 0")
+            self.case_weights = w / w.sum()
         self.conf = dict(input_conf)
         self.size = tuple(int(s) for s in input_conf["size"])
         self.augment = augment
@@ -227,7 +253,10 @@ class Sampler:
 
     def sample(self, iteration: int, slot: int) -> dict[str, Any]:
         rng = sample_rng(*self.key, iteration, slot)
-        case = self.cases[int(rng.integers(len(self.cases)))]
+        if self.case_weights is None:
+            case = self.cases[int(rng.integers(len(self.cases)))]
+        else:
+            case = self.cases[int(rng.choice(len(self.cases), p=self.case_weights))]
         center = choose_center(case, self.conf["mode"], self.size, float(self.conf["fg_fraction"]),
                                float(self.conf["jitter_mm"]), rng)
         image = _crop(case.image, center, self.size)

@@ -34,7 +34,7 @@ from GliomaMTLLib.io.atomic import write_text_atomic
 from GliomaMTLLib.train import checkpoint as ckpt
 from GliomaMTLLib.train.config import ConfigError, dump_recipe, fingerprint, phase_iterations, phase_loss_config, schedule_plan
 from GliomaMTLLib.train.data import load_dataset, prepare
-from GliomaMTLLib.train.sampling import Augmenter, Prefetcher, Sampler, to_device
+from GliomaMTLLib.train.sampling import Augmenter, Prefetcher, Sampler, balanced_case_weights, to_device
 
 # Recipe sections that may differ when a run is resumed (how it runs, is evaluated and exported,
 # not what it trains).
@@ -379,9 +379,14 @@ class Trainer:
                     phase_state = state if (resume_here and phase_index == int(state["phase_index"])) else None
                     if phase_state is not None and phase_state.get("loss"):
                         loss_fn.load_state_dict(phase_state["loss"])
-                    sampler = Sampler(cases, phase["input"], augment, tasks if phase["genotype"] else [],
+                    phase_augment = augment
+                    if phase["augment"] != conf["augment"]:
+                        phase_augment = Augmenter(phase["augment"], channels=len(self.recipe["sequences"]),
+                                                  sequences=self.recipe["sequences"])
+                    weights = balanced_case_weights(cases, phase["balance"]) if phase["balance"] else None
+                    sampler = Sampler(cases, phase["input"], phase_augment, tasks if phase["genotype"] else [],
                                       seed, stage_index, phase_index, dist_regions,
-                                      binary=net.config.num_seg_classes == 2)
+                                      binary=net.config.num_seg_classes == 2, case_weights=weights)
                     result = self._train_phase(
                         stage, stage_index, conf, phase, phase_index, n_iter, start_it, global_it, net, loss_fn,
                         sampler, phase_state, done_stages, elapsed_before, start_wall, bar,
