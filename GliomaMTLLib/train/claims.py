@@ -192,7 +192,9 @@ def render(rows: Sequence[dict[str, Any]], recipe: dict[str, Any], command: str)
         f"- data: synthetic adult phantoms at {'3 mm (small)' if data['small'] else 'full size'}, "
         f"{data['n_train']} training / {data['n_test']} test cases (seed {data['seed']})",
         f"- network: features {net['features']}, whole-brain input {recipe['stages']['main']['input']['size']}, "
-        f"{phases}, batch {recipe['stages']['main']['batch_size']}",
+        f"{phases}, batch {recipe['stages']['main']['batch_size']}"
+        + ("; the heads_* variants train only their head, on the finished seg_only network of the same seed "
+           "(see below)" if any(r["variant"].startswith("heads_") for r in rows) else ""),
         "- Dice: mean over test cases (legacy BraTS convention); delta: paired difference to `seg_only` "
         "on the same cases, with a bootstrap 95% interval; AUC with its bootstrap 95% interval", "",
         markdown_table(rows, [
