@@ -83,8 +83,9 @@ def sliding_window_probs(
     weight = importance_map(roi).to(x.device)
     total: torch.Tensor | None = None
     norm = torch.zeros(padded, dtype=torch.float32, device=x.device)
-    for i in range(0, len(starts), max(int(batch_size), 1)):
-        chunk = starts[i:i + max(int(batch_size), 1)]
+    per_call = max(int(batch_size), 1)
+    for i in range(0, len(starts), per_call):
+        chunk = starts[i:i + per_call]
         batch = torch.cat([x[:, :, z:z + roi[0], y:y + roi[1], c:c + roi[2]] for z, y, c in chunk])
         out = predict(batch).float()
         if total is None:

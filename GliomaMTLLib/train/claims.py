@@ -229,9 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     extra = [item for group in args.overrides for item in group]
     chosen = [v for v in ALL_VARIANTS if v.name in args.variants] if args.variants else list(VARIANTS)
-    if any(SEG_ONLY_RUN in v.overrides.values() for v in chosen) and chosen[0].name != "seg_only":
-        chosen.insert(0, VARIANTS[0])  # the heads start from it
-    if args.variants and "seg_only" not in [v.name for v in chosen]:
+    if any(SEG_ONLY_RUN in v.overrides.values() for v in chosen) and all(v.name != "seg_only" for v in chosen):
+        chosen.insert(0, next(v for v in VARIANTS if v.name == "seg_only"))  # the heads start from it
+    if all(v.name != "seg_only" for v in chosen):
         print("[claims] note: without seg_only there is no paired Dice difference", file=sys.stderr)
     runs, out = Path(args.runs), Path(args.out)
     start = time.time()
