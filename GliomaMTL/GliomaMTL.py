@@ -141,6 +141,7 @@ class GliomaMTLParameterNode:
     modelId: ``NAME@VERSION`` of the chosen model version. device: auto, cpu or cuda.
     heatmap: the heatmap volume shown. caseId: id of the case in the job files and the store.
     predictionFile: label map the engine predicted for the current case (for the correction store).
+    patientAge: age at the scan in years, -1 when unknown (an input of age-aware genotype models).
     """
 
     t1n: vtkMRMLScalarVolumeNode
@@ -156,6 +157,7 @@ class GliomaMTLParameterNode:
     finetuneIterations: Annotated[int, WithinRange(1, 100000)] = 50
     caseId: str = ""
     predictionFile: str = ""
+    patientAge: Annotated[int, WithinRange(-1, 120)] = -1
 
 
 #
@@ -426,7 +428,7 @@ class GliomaMTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onRun(self) -> None:
         node = self._parameterNode
         self.startJob(lambda: self.logic.predict(
-            self.inputNodes(), node.modelId, node.device,
+            self.inputNodes(), node.modelId, node.device, age=node.patientAge if node.patientAge >= 0 else None,
             progressCallback=self.setProgress,
             completedCallback=lambda job: self.jobFinished(job, _("Segmentation"), self.onPredictionDone)),
             _("Segmentation"))
@@ -615,6 +617,7 @@ class GliomaMTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             node.outputSegmentation = loaded.segmentationNode
             node.caseId = loaded.caseId
             node.predictionFile = str(loaded.labelFile or "")
+            node.patientAge = -1  # another patient: the age typed for the previous one must not carry over
             if loaded.report:
                 self.showReport(loaded.report)
 
@@ -874,13 +877,15 @@ class GliomaMTLLogic(ScriptedLoadableModuleLogic):
 
     # ------------------------------------------------------------------ predict
 
-    def predict(self, inputs: dict, modelId: str, device: str = "auto", progressCallback=None,
+    def predict(self, inputs: dict, modelId: str, device: str = "auto", age=None, progressCallback=None,
                 completedCallback=None, waitForCompletion: bool = False) -> ChildJob:
-        """Segment and classify the case in a child process (outputs in ``job.files``)."""
+        """Segment and classify the case in a child process (outputs in ``job.files``); ``age``: the
+        patient's age in years, or None when unknown."""
         used, reference, caseId = self.checkInputs(inputs, modelId)
         files = self.writeInputs(used, caseId)
         python = childPython()[0]
-        command = commands.predict_command(python, files.input_dir, files.output_dir, model=modelId, device=device)
+        command = commands.predict_command(python, files.input_dir, files.output_dir, model=modelId, device=device,
+                                           age=age)
         return self.startJob("predict", command, device, files=files, progressCallback=progressCallback,
                              completedCallback=completedCallback, waitForCompletion=waitForCompletion)
 

@@ -246,3 +246,29 @@ def test_different_skull_stripping_is_not_called_misregistration(tmp_path):
 
     warnings = check_registration(images, "t1n")
     assert warnings and all("cover different extents" in w and "skull-stripped" in w for w in warnings)
+
+
+# ------------------------------------------------------------------------------------ patient age
+
+@pytest.mark.parametrize("age, words", [("-3", "--age: patient age must lie between 0 and 120 years, got -3"),
+                                        ("nan", "--age: patient age must lie between 0 and 120 years, got nan"),
+                                        ("200", "--age: patient age must lie between 0 and 120 years, got 200")])
+def test_bad_age_is_refused_before_any_work(tmp_path, bundle_dir, capsys, age, words):
+    case = write_phantom(tmp_path / "case")
+    assert predict([case, "--out", tmp_path / "o", "--age", age], bundle_dir) == 1
+    assert words in capsys.readouterr().err
+    assert not (tmp_path / "o" / "report.json").exists()
+
+
+def test_age_with_a_cohort_is_refused(tmp_path, bundle_dir, capsys):
+    assert predict(["--cohort", tmp_path, "--out", tmp_path / "o", "--age", "40"], bundle_dir) == 1
+    assert "--age is the age of one patient: it cannot be given with --cohort" in capsys.readouterr().err
+
+
+def test_age_on_a_model_without_an_age_input_is_named_in_the_report(tmp_path, bundle_dir):
+    case = write_phantom(tmp_path / "case")
+    assert predict([case, "--out", tmp_path / "o", "--age", "40"], bundle_dir) == 0
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    genotype_models = bool(report.get("genotype"))
+    notes = [w for w in report["warnings"] if "patient age 40 not used" in w]
+    assert bool(notes) == genotype_models  # a model without genotype tasks has nothing to use it for

@@ -64,3 +64,39 @@ def test_check_against_reports_metric_drift(tmp_path) -> None:
     drift = check_against({"idh": {"test": {"auc": 0.80, "ece": 0.06}}, "codel_1p19q": {"test": {"auc": 0.7}}}, bundle.folder, 0.05)
     assert any("idh test auc: 0.800 here, 0.900 stored" in d for d in drift)
     assert any(d.startswith("codel_1p19q: no stored") for d in drift)
+
+
+def test_headless_fit_counts_lesions_and_declares_its_tasks_in_the_bundle(tmp_path) -> None:
+    """A segmentation-only network (no CNN logits in the cache): no CNN comparison; the lesion limit
+    comes from the development phantoms' core counts; update_bundle declares the path's tasks."""
+    import json
+
+    from GliomaMTLLib.inference.fixtures import make_random_bundle
+    from GliomaMTLLib.train.genotype_fit import card_section, cohort_tasks, update_bundle
+
+    rng = np.random.default_rng(4)
+    data = {"train": _split(150, rng), "val": _split(100, rng), "test": _split(120, rng)}
+    for s, d in data.items():
+        d["cnn"] = {}
+        counts = np.ones(len(d["ids"]), int)
+        counts[:int(0.08 * len(counts))] = 2  # 8% with two cores, 1.6% with three
+        counts[:int(0.016 * len(counts)) or 1] = 3
+        for m, c in zip(d["meta"], counts):
+            m["core_lesions"] = int(c)
+    result = fit_and_measure(data, TASKS, band=(0.35, 0.65), temperatures={}, log=lambda m: None)
+    lesions = result["spec"]["lesions"]
+    assert lesions["max_core_lesions"] == 2  # > 1 core: 8% of development phantoms, > 2: under 5%
+    assert 0 < lesions["development_false_alarm_rate"] <= 0.05 and "test_false_alarm_rate" in lesions
+    assert result["cnn_metrics"]["idh"] == {}
+    section = card_section("m", "9.9.9", result, data, "cmd", (0.35, 0.65), None)
+    assert "no genotype heads" in section and "more than 2 also withholds" in section
+
+    assert cohort_tasks("adult") == TASKS
+    bundle = make_random_bundle(tmp_path / "m", tasks=())
+    update_bundle(bundle.folder, "9.9.9", result, (0.35, 0.65), section, tmp_path)
+    meta = json.loads((bundle.folder / "model.json").read_text())
+    assert meta["tasks"] == {t: list(c) for t, c in TASKS.items()} and meta["version"] == "9.9.9"
+    assert meta["genotype_paths"][0]["lesions"]["max_core_lesions"] == 2
+    from GliomaMTLLib.inference import Predictor
+
+    assert set(Predictor(bundle.folder, device="cpu", engine="torch").tasks) == set(TASKS)

@@ -151,13 +151,16 @@ def test_ood_threshold_has_at_most_five_percent_validation_false_alarms() -> Non
 
 
 # ------------------------------------------------------------------ in the Predictor
-def _bundle_with_path(tmp_path, *, a: float, b: float, ood_threshold: float, optional=()):
+def _bundle_with_path(tmp_path, *, a: float, b: float, ood_threshold: float, optional=(), headless: bool = False):
     import json
 
     from GliomaMTLLib.bundle import load_bundle
     from GliomaMTLLib.inference.fixtures import make_random_bundle
 
-    bundle = make_random_bundle(tmp_path / "m", main_spacing=(3.0, 3.0, 3.0), calibration={"idh": 3.0, "codel_1p19q": 2.0})
+    if headless:  # a segmentation-only network; its bundle declares the path's task
+        bundle = make_random_bundle(tmp_path / "m", main_spacing=(3.0, 3.0, 3.0), tasks=())
+    else:
+        bundle = make_random_bundle(tmp_path / "m", main_spacing=(3.0, 3.0, 3.0), calibration={"idh": 3.0, "codel_1p19q": 2.0})
     f = len(FEATURE_NAMES)
     reg = TaskRegression(["wildtype", "mutant"], np.zeros((1, f)), np.array([1.0]), {"method": "platt", "a": a, "b": b})
     from GliomaMTLLib.genotype.model import OodModel
@@ -165,6 +168,8 @@ def _bundle_with_path(tmp_path, *, a: float, b: float, ood_threshold: float, opt
     ood = OodModel(np.zeros(f), np.eye(f), ood_threshold)
     meta = json.loads((bundle.folder / "model.json").read_text())
     meta["genotype_paths"] = [_spec(reg, np.zeros(f), np.ones(f), ood)]
+    if headless:
+        meta["tasks"] = {"idh": ["wildtype", "mutant"]}
     if optional:
         meta["required_sequences"] = [q for q in meta["sequences"] if q not in optional]
         meta["optional_sequences"] = list(optional)
@@ -199,6 +204,35 @@ def test_predictor_genotype_comes_from_the_path_with_its_own_calibration(tmp_pat
         logits = predictor.task_logits(x)
     p = predictor.task_logits.probabilities(logits)["idh"][0, 1].item()
     assert p == pytest.approx(prediction.genotype["idh"]["mutant"], abs=1e-5)
+
+
+def test_segmentation_only_network_gets_its_genotype_from_the_path(tmp_path) -> None:
+    import json
+
+    from GliomaMTLLib.bundle import BundleError
+    from GliomaMTLLib.inference import Predictor
+
+    bundle = _bundle_with_path(tmp_path, a=2.0, b=0.5, ood_threshold=1e9, headless=True)
+    assert bundle.meta["stages"]["main"]["network"]["tasks"] == {}
+    predictor = Predictor(bundle, device="cpu", engine="torch")
+    prediction = predictor.predict(_case())
+    assert list(prediction.genotype) == ["idh"]
+    assert prediction.genotype["idh"]["mutant"] == pytest.approx(1 / (1 + math.exp(-2.5)), abs=1e-5)
+    assert predictor.genotype_window is not None
+    # the explanation's function works without heads and gives the same logits
+    from GliomaMTLLib.preprocess import crop, preprocess
+
+    pre = preprocess(_case(), predictor.sequences, predictor.main.preprocess)
+    x = torch.from_numpy(np.ascontiguousarray(crop(pre.image, predictor.genotype_window, 0.0)[None]))
+    with torch.no_grad():
+        p = predictor.task_logits.probabilities(predictor.task_logits(x))["idh"][0, 1].item()
+    assert p == pytest.approx(prediction.genotype["idh"]["mutant"], abs=1e-5)
+    # a task that neither a head nor a path predicts is refused, naming it
+    meta = json.loads((bundle.folder / "model.json").read_text())
+    meta["tasks"]["codel_1p19q"] = ["intact", "codeleted"]
+    (bundle.folder / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match=r"\['codel_1p19q'\] have no head in the main network and no genotype path"):
+        Predictor(bundle.folder, device="cpu", engine="torch")
 
 
 def test_predictor_withholds_genotype_when_features_are_out_of_distribution(tmp_path) -> None:
@@ -257,3 +291,73 @@ def test_malformed_conditional_task_is_refused() -> None:
     spec["tasks"]["codel_1p19q"]["given"] = "idh"
     with pytest.raises(ValueError, match="given: expected"):
         FeatureGenotypePath(spec, ("t1n",))
+
+
+# ------------------------------------------------------------------ patient age as an input
+def _age_spec(base: dict, *, coef_age: float, low: float = 18.0, high: float = 90.0) -> dict:
+    f = len(FEATURE_NAMES)
+    reg = TaskRegression(["wildtype", "mutant"], np.concatenate([np.zeros((1, f)), [[coef_age]]], axis=1),
+                         np.array([0.0]), {"method": "platt", "a": 1.0, "b": 0.0})
+    return {**base, "age": {"mean": 50.0, "scale": 10.0, "min": low, "max": high, "tasks": {"idh": reg.to_dict()},
+                            "status": {"idh": {"available": True, "reason": "held-out AUC 0.95 [0.90, 0.98]"}}}}
+
+
+def test_age_enters_only_the_age_regression_within_its_range() -> None:
+    f = len(FEATURE_NAMES)
+    reg = TaskRegression(["wildtype", "mutant"], np.zeros((1, f)), np.array([1.0]), {"method": "platt", "a": 1.0, "b": 0.0})
+    path = FeatureGenotypePath(_age_spec(_spec(reg, np.zeros(f), np.ones(f)), coef_age=-2.0), ("t1n", "t1c", "t2w", "t2f"))
+    feats = torch.zeros(1, f, dtype=torch.float64)
+    image_only = path.task_logits(feats)["idh"][0, 1].item()
+    assert image_only == pytest.approx(1.0)
+    assert path.task_logits(feats, age=30.0)["idh"][0, 1].item() == pytest.approx(-2.0 * (30.0 - 50.0) / 10.0)
+    assert path.task_logits(feats, age=70.0)["idh"][0, 1].item() == pytest.approx(-4.0)
+    assert path.task_logits(feats, age=5.0)["idh"][0, 1].item() == pytest.approx(image_only)  # outside 18-90
+    assert path.uses_age(30.0) and not path.uses_age(5.0) and not path.uses_age(None)
+
+
+def test_malformed_age_spec_is_refused() -> None:
+    f = len(FEATURE_NAMES)
+    reg = TaskRegression(["wildtype", "mutant"], np.zeros((1, f)), np.zeros(1))
+    base = _spec(reg, np.zeros(f), np.ones(f))
+    good = _age_spec(base, coef_age=1.0)
+    with pytest.raises(ValueError, match=r"genotype_path.age: needs scale > 0"):
+        FeatureGenotypePath({**good, "age": {**good["age"], "scale": 0.0}}, ("t1n",))
+    with pytest.raises(ValueError, match=r"genotype_path.age.tasks: \['braf'\] are not tasks of the path"):
+        FeatureGenotypePath({**good, "age": {**good["age"], "tasks": {"braf": good["age"]["tasks"]["idh"]}}}, ("t1n",))
+    bad_shape = dict(good["age"]["tasks"]["idh"], coef=[[0.0] * f])  # the age column is missing
+    with pytest.raises(ValueError, match=r"genotype_path.age.tasks.idh: coef \(1, %d\)" % f):
+        FeatureGenotypePath({**good, "age": {**good["age"], "tasks": {"idh": bad_shape}}}, ("t1n",))
+
+
+def test_predictor_uses_the_patients_age_and_says_so(tmp_path) -> None:
+    import json
+
+    from GliomaMTLLib.bundle import load_bundle
+    from GliomaMTLLib.inference import Predictor
+
+    bundle = _bundle_with_path(tmp_path, a=1.0, b=0.0, ood_threshold=1e9)
+    meta = json.loads((bundle.folder / "model.json").read_text())
+    meta["genotype_paths"][0] = _age_spec(meta["genotype_paths"][0], coef_age=-2.0)
+    (bundle.folder / "model.json").write_text(json.dumps(meta))
+    predictor = Predictor(load_bundle(bundle.folder), device="cpu", engine="torch")
+    case = _case()
+    case.age_years = 30.0
+    young = predictor.predict(case)
+    assert young.genotype["idh"]["mutant"] == pytest.approx(1 / (1 + math.exp(-4.0)), abs=1e-5)
+    assert young.calls()["idh"]["reason"] == "with patient age 30: held-out AUC 0.95 [0.90, 0.98]"
+    child = _case()
+    child.age_years = 5.0
+    prediction = predictor.predict(child)
+    assert prediction.genotype["idh"]["mutant"] == pytest.approx(1 / (1 + math.exp(-1.0)), abs=1e-5)  # images alone
+    assert any(w.startswith("patient age 5 not used: outside the training range 18-90 years") for w in prediction.warnings)
+    unknown = predictor.predict(_case())  # the age of the last case is not carried over
+    assert unknown.genotype["idh"]["mutant"] == pytest.approx(1 / (1 + math.exp(-1.0)), abs=1e-5)
+    assert not any("patient age" in w for w in unknown.warnings)
+
+
+def test_case_age_is_checked() -> None:
+    with pytest.raises(ValueError, match="case phantom: patient age must lie between 0 and 120 years, got 150"):
+        from GliomaMTLLib.io.case import Case
+
+        c = _case()
+        Case(c.case_id, c.images, c.geometry, age_years=150)

@@ -112,6 +112,9 @@ def test_predict_and_cohort_commands():
     assert cohort[4:8] == ["predict", "--cohort", "/root", "--out"] and "--progress-json" in cohort
     with pytest.raises(ValueError, match="device 'gpu'"):
         commands.predict_command("py", "a", "b", model="m", device="gpu")
+    assert commands.predict_command("py", "a", "b", model="m", age=54.5)[-2:] == ["--age", "54.5"]
+    with pytest.raises(ValueError, match="patient age must lie between 0 and 120 years, got 130"):
+        commands.predict_command("py", "a", "b", model="m", age=130)
     with pytest.raises(ValueError, match="interpreter"):
         commands.engine_command("")
 
@@ -432,7 +435,8 @@ def test_bridge_imports_nothing_heavy():
 def _panel_commands() -> dict[str, list[str]]:
     py = "PythonSlicer"
     return {
-        "predict": commands.predict_command(py, "/j/input", "/j/output", model="gliomamtl_adult@0.2.0", device="cpu"),
+        "predict": commands.predict_command(py, "/j/input", "/j/output", model="gliomamtl_adult@0.2.0", device="cpu",
+                                            age=61),
         "cohort": commands.cohort_command(py, "/root", "/out", model="gliomamtl_adult", device="cuda"),
         "explain": commands.explain_command(py, "/j/input", "/j/explain", model="gliomamtl_adult", task="idh", steps=8),
         "correct": commands.correct_command(py, "/j/input", "/j/c.nrrd", store="/st", genotype={"idh": "mutant"},
@@ -459,7 +463,7 @@ def test_panel_command_lines_are_accepted_by_the_engine_cli(kind):
     args = parser.parse_args(command[4:])
     assert callable(args.func)
     if kind == "predict":
-        assert args.progress_json and args.seg_nrrd and args.model == "gliomamtl_adult@0.2.0"
+        assert args.progress_json and args.seg_nrrd and args.model == "gliomamtl_adult@0.2.0" and args.age == 61.0
     if kind == "correct":
         assert (args.labels, args.idh, args.replace, args.case_id) == ("/j/c.nrrd", "mutant", True, "case-1")
     if kind == "finetune":

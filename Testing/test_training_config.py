@@ -149,7 +149,8 @@ def test_shipped_recipes_of_issue_11():
         assert 0 < stage["augment"]["sequence_subset_prob"] < 1  # all four sequences stay the common case
     assert sum(n for *_, n in schedule_plan(adult)) >= 5000
     assert load_recipe("gliomamtl_pediatric")["export"]["version"] == "0.2.0"
-    base = load_recipe("gliomamtl_adult_segonly")
+    base = load_recipe("gliomamtl_adult_segonly")  # the shipped adult network since 0.3.1
+    assert (base["export"]["name"], base["export"]["version"]) == ("gliomamtl_adult", "0.3.1")
     assert base["tasks"] == {} and base["stages"]["main"]["network"]["tasks"] == {}
     assert base["stages"]["main"]["network"]["features"] == adult["stages"]["main"]["network"]["features"]
     assert [p["genotype"] for p in base["stages"]["main"]["phases"]] == [False]

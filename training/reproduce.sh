@@ -27,14 +27,18 @@ RUNS=${RUNS:-runs/reproduce}
 MODELS=("$@")
 [ ${#MODELS[@]} -gt 0 ] || MODELS=(gliomamtl_adult gliomamtl_pediatric)
 status=0
+# The recipe each shipped model is trained with: the adult network is the segmentation-only
+# cascade since 0.3.1 (its genotype comes from the feature path fitted below).
+recipe_of() { case "$1" in gliomamtl_adult) echo gliomamtl_adult_segonly ;; *) echo "$1" ;; esac; }
 for name in "${MODELS[@]}"; do
   run="$RUNS/$name"
+  recipe=$(recipe_of "$name")
   resume=()
   [ -f "$run/checkpoint.pt" ] && resume=(--resume)
   if [ ! -f "$run/run.json" ] || ! grep -q '"status": "finished"' "$run/run.json"; then
-    echo "== training $name -> $run"
+    echo "== training $name (recipe $recipe) -> $run"
     # shellcheck disable=SC2086
-    "$PY" -m GliomaMTLLib.train.train --config "training/configs/$name.yaml" --out "$run" "${resume[@]}" ${TRAIN_ARGS:-}
+    "$PY" -m GliomaMTLLib.train.train --config "training/configs/$recipe.yaml" --out "$run" "${resume[@]}" ${TRAIN_ARGS:-}
   fi
   echo "== exporting and checking $name"
   if ! "$PY" -m GliomaMTLLib.train.export --run "$run" --out "$RUNS/bundles/$name" --overwrite \

@@ -98,6 +98,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             help=f"the {title} file, whatever its name (instead of CASE)")
     parser.add_argument("--cohort", metavar="DIR", help="run every case folder under DIR instead of one case")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--age", type=float, metavar="YEARS",
+                        help="the patient's age at the scan: models with an age-aware genotype use it (one case only)")
     add_model_arguments(parser)
     parser.add_argument("--progress-json", action="store_true",
                         help="print progress as JSON lines (event progress/log/done/error) on stdout")
@@ -118,6 +120,13 @@ def check_options(args: argparse.Namespace) -> None:
     Raises:
         ValueError: e.g. ``--et-min-ml must be a number >= 0 (ml), got -1``.
     """
+    age = getattr(args, "age", None)
+    if age is not None:
+        from GliomaMTLLib.io.case import check_age
+
+        check_age(age, "--age")
+        if getattr(args, "cohort", None):
+            raise ValueError("--age is the age of one patient: it cannot be given with --cohort")
     for flag in ("et_min_ml", "min_component_ml"):
         value = getattr(args, flag, None)
         if value is not None and not (value >= 0 and value != float("inf")):
@@ -153,6 +162,8 @@ def predict_one(predictor: Any, source: Any, out_dir: Path, args: argparse.Names
 
     t0 = time.perf_counter()
     case = predictor.read(source, case_id=case_id)
+    if getattr(args, "age", None) is not None:
+        case.age_years = float(args.age)
     read_s = time.perf_counter() - t0
     plan = plan_case_outputs(out_dir, case.case_id, overwrite=bool(getattr(args, "overwrite", False)))
     prediction = predictor.predict(case)

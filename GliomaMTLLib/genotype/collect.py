@@ -32,10 +32,16 @@ class CapturingPredictor(Predictor):
     :meth:`genotype_window_of` preprocesses, localizes and runs the main stage (no resampling to the
     input grid, no post-processing: the genotype does not use them), and returns ``image``
     (C, z, y, x), ``probs`` (L, z, y, x), ``logits``, ``box`` (the window on the main preprocessed
-    grid, :attr:`Predictor.genotype_window`) and ``pre``; None when no genotype window was run.
+    grid, :attr:`Predictor.genotype_window`), ``pre`` and ``core_lesions`` (separate tumor cores of
+    the main stage, as the Predictor counts them); None when no genotype window was run.
     """
 
     _pending: dict[str, Any] | None = None
+
+    @property
+    def wants_genotype_window(self) -> bool:
+        # a segmentation-only network gets its genotype path fitted on these windows
+        return True
 
     def genotype_window_of(self, case: Any) -> dict[str, Any] | None:
         from GliomaMTLLib.preprocess import preprocess
@@ -48,14 +54,14 @@ class CapturingPredictor(Predictor):
             tumor_box = self._localize(pre_loc, pre, self.device)
         self.genotype_window = None
         self._pending = {}
-        *_, found = self._run_main(pre, tumor_box, self.device, False)
+        probs, *_, found = self._run_main(pre, tumor_box, self.device, False)
         pending, self._pending = self._pending, None
         box = self.genotype_window
         if not pending or box is None or not found:
             return None
         if not np.array_equal(crop(pre.image, box, 0.0), pending["image"]):
             raise RuntimeError("the captured genotype window does not match Predictor.genotype_window")
-        return {**pending, "box": box, "pre": pre}
+        return {**pending, "box": box, "pre": pre, "core_lesions": self._core_lesions(probs, pre)}
 
     def _forward(self, stage, image, device, with_genotype):  # type: ignore[override]
         probs, logits = super()._forward(stage, image, device, with_genotype)
@@ -101,6 +107,7 @@ def collect_case(predictor: CapturingPredictor, spec: PhantomSpec, cohort: str, 
     t_pred = time.perf_counter() - t0 - t_gen
     row: dict[str, Any] = {"case_id": spec.case_id, "split": spec.split, "seed": spec.seed,
                            "subtype": result.subject.subtype, **{k: v for k, v in case.genotype.items()},
+                           "age": round(float(result.subject.age), 2),
                            "survival_days": case.survival_days, "event": int(bool(case.event)),
                            "found": cap is not None, "gen_s": round(t_gen, 2), "predict_s": round(t_pred, 2),
                            "generator_version": _generator_version()}
@@ -114,6 +121,7 @@ def collect_case(predictor: CapturingPredictor, spec: PhantomSpec, cohort: str, 
                   "spacing_zyx": np.asarray(spacing, np.float32),
                   **({"ref_label": _reference_crop(case, pre, cap["box"])} if case.label is not None else {}),
                   **{f"cnn_logits_{t}": np.asarray(v, np.float32) for t, v in cap["logits"].items()}}
+        row["core_lesions"] = cap["core_lesions"]
         row["pred_wt_ml_window"] = float((1.0 - cap["probs"][0]).sum() * np.prod(spacing) / 1000.0)
     row["ref_wt_ml"] = float(np.count_nonzero(case.label) * case.geometry.voxel_volume_ml) if case.label is not None else None
     with atomic_path(out) as tmp:

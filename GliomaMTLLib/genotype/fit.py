@@ -206,3 +206,23 @@ def fit_ood_cv(z: np.ndarray, *, folds: int = 5, max_false_alarm: float = 0.05, 
         "threshold_from": f"{folds}-fold out-of-fold distances of the {len(z)} development phantoms",
         "n_train": int(len(z)), "val_false_alarm_rate": float(np.mean(d > threshold)),
         "max_false_alarm": float(max_false_alarm)})
+
+
+def fit_lesion_limit(counts: Sequence[int], *, max_false_alarm: float = 0.05) -> dict[str, Any]:
+    """The fewest separate tumor cores ``t`` (at least 1) such that at most ``max_false_alarm`` of
+    the development phantoms have more than ``t``: a case with more is flagged out of distribution.
+
+    Raises:
+        ValueError: no counts.
+    """
+    from GliomaMTLLib.inference.lesions import MIN_CORE_ML
+
+    c = np.asarray(list(counts), int)
+    if c.size == 0:
+        raise ValueError("no tumor-core counts to fit the lesion limit on")
+    t = 1
+    while np.mean(c > t) > max_false_alarm:
+        t += 1
+    return {"max_core_lesions": int(t), "min_core_ml": MIN_CORE_ML, "n_development": int(c.size),
+            "development_false_alarm_rate": float(np.mean(c > t)), "max_false_alarm": float(max_false_alarm),
+            "development_counts": {str(k): int(v) for k, v in zip(*np.unique(c, return_counts=True))}}

@@ -14,13 +14,22 @@ the soft segmentation and the image.
                         "coef": [[...]], "intercept": [...],   # (1, F) binary or (K, F) multinomial
                         "calibration": {"method": "platt", "a": 1.0, "b": 0.0}},   # or temperature
                 "codel_1p19q": {..., "given": {"task": "idh", "class": "mutant"}}},   # conditional (below)
-      "ood": {"mean": [...], "precision": [[...]], "threshold": 7.1, ...}
+      "ood": {"mean": [...], "precision": [[...]], "threshold": 7.1, ...},
+      "lesions": {"max_core_lesions": 2, ...},   # optional: more separate tumor cores = out of distribution
+      "age": {"mean": 50.0, "scale": 14.0, "min": 18.0, "max": 90.0,   # optional: patient age as an input
+              "tasks": {"idh": {... coef (1, F + 1): the features, then standardized age ...}},
+              "status": {"idh": {"available": true, "reason": "..."}}}
     }
 
 Logits returned by :meth:`FeatureGenotypePath.task_logits` are *calibrated* (Platt ``a z + b``
 for a binary task, returned as ``[0, a z + b]``; ``z / T`` for a multinomial one). The bundle's
 ``"calibration"`` temperatures belong to the CNN heads and are not applied to the tasks this path
 serves.
+
+With ``"age"``, a case whose patient age is known (and within ``min``..``max``, the training
+phantoms' range) gets each task of ``age.tasks`` from a second regression fitted the same way on the
+features plus the standardized age; without an age, or outside the range, the image-only regression
+serves. Age is a clinical input the reader types in, never read from the images.
 
 A task with ``"given"`` is conditional: its regression gives P(class 1 | parent task = ``class``),
 and the path returns the logit of P(parent class) x P(class 1 | parent class). The adult 1p/19q task
@@ -134,6 +143,46 @@ class OodModel:
         return cls(np.asarray(d["mean"], float), np.asarray(d["precision"], float), float(d["threshold"]), info)
 
 
+@dataclass
+class AgeInput:
+    """Patient age as a genotype input: its standardization, the range of the training phantoms,
+    and one regression per task on (features, standardized age) with its held-out status."""
+
+    mean: float
+    scale: float
+    low: float
+    high: float
+    tasks: dict[str, TaskRegression]
+    status: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def covers(self, age: float) -> bool:
+        return self.low <= age <= self.high
+
+    def standardize(self, age: float) -> float:
+        return (age - self.mean) / self.scale
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean, "scale": self.scale, "min": self.low, "max": self.high,
+                "tasks": {t: r.to_dict() for t, r in self.tasks.items()}, "status": dict(self.status)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], n_features: int, known_tasks: set[str], where: str) -> "AgeInput":
+        try:
+            mean, scale, low, high = (float(d[k]) for k in ("mean", "scale", "min", "max"))
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{where}: needs numbers mean, scale, min and max, got {dict(d)!r}") from None
+        if not (scale > 0 and low <= high):
+            raise ValueError(f"{where}: needs scale > 0 and min <= max, got scale {scale}, range {low}..{high}")
+        unknown = set(d.get("tasks") or {}) - known_tasks
+        if unknown:
+            raise ValueError(f"{where}.tasks: {sorted(unknown)} are not tasks of the path ({sorted(known_tasks)})")
+        tasks = {t: TaskRegression.from_dict(r, n_features + 1, f"{where}.tasks.{t}") for t, r in (d.get("tasks") or {}).items()}
+        for t, reg in tasks.items():
+            if reg.given is not None and reg.given[0] not in tasks:
+                raise ValueError(f"{where}.tasks.{t}.given: its parent {reg.given[0]!r} has no age regression")
+        return cls(mean, scale, low, high, tasks, dict(d.get("status") or {}))
+
+
 class FeatureGenotypePath(torch.nn.Module):
     """Soft segmentation + image + location maps of one crop -> calibrated logits per task.
 
@@ -172,6 +221,16 @@ class FeatureGenotypePath(torch.nn.Module):
                 raise ValueError(f"{where}.tasks.{t}.given: {reg.given[0]!r} must be an unconditional task of this path "
                                  f"with class {reg.given[1]!r}")
         self.ood = OodModel.from_dict(spec["ood"]) if spec.get("ood") else None
+        self.age = AgeInput.from_dict(spec["age"], len(names), set(self.tasks), f"{where}.age") if spec.get("age") else None
+        #: Separate tumor cores (GliomaMTLLib.inference.lesions) beyond which a case is out of
+        #: distribution (at most 5% of the development phantoms exceed it); None: not counted.
+        self.max_core_lesions: int | None = None
+        lesions = spec.get("lesions")
+        if lesions is not None:
+            value = lesions.get("max_core_lesions") if isinstance(lesions, Mapping) else None
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{where}.lesions.max_core_lesions must be an integer >= 1, got {value!r}")
+            self.max_core_lesions = value
 
     def features(self, probs: torch.Tensor, image: torch.Tensor, depth: torch.Tensor, position: torch.Tensor,
                  spacing_zyx: Sequence[float]) -> torch.Tensor:
@@ -182,11 +241,24 @@ class FeatureGenotypePath(torch.nn.Module):
     def standardize(self, feats: torch.Tensor) -> torch.Tensor:
         return (feats - self.mean.to(feats)) / self.scale.to(feats)
 
-    def task_logits(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(…, F) raw features -> task -> (…, K) calibrated logits."""
+    def uses_age(self, age: float | None) -> bool:
+        """Whether :meth:`task_logits` uses ``age`` (the path has an age model and the age lies in its range)."""
+        return age is not None and self.age is not None and self.age.covers(age)
+
+    def task_logits(self, feats: torch.Tensor, age: float | None = None) -> dict[str, torch.Tensor]:
+        """(…, F) raw features (and the patient's age in years, if known) -> task -> (…, K) calibrated
+        logits. An age the path cannot use (:meth:`uses_age` false) is ignored."""
         z = self.standardize(feats)
-        out = {t: reg.calibrate(reg.raw_logits(z)) for t, reg in self.tasks.items()}
-        for t, reg in self.tasks.items():
+        regs = dict(self.tasks)
+        if self.uses_age(age):
+            assert self.age is not None
+            z_age = torch.cat([z, torch.full_like(z[..., :1], self.age.standardize(float(age)))], dim=-1)
+            with_age = {t: self.age.tasks[t] for t in self.age.tasks}
+        else:
+            z_age, with_age = z, {}
+        out = {t: reg.calibrate(reg.raw_logits(z_age if t in with_age else z))
+               for t, reg in {**regs, **with_age}.items()}
+        for t, reg in {**regs, **with_age}.items():
             if reg.given is not None:
                 parent, cls = reg.given
                 out[t] = conditional_logits(out[parent], self.tasks[parent].classes.index(cls), out[t])

@@ -53,11 +53,15 @@ class RadiologicalPath(GenotypePath):
         self._context: CropContext | None = None
         self.last_features: torch.Tensor | None = None
         self.absent_sequences: list[str] = []
+        self.age: float | None = None
 
     # -------------------------------------------------------------- context
-    def set_context(self, pre: Any = None, window: Any = None, **_: Any) -> None:
-        """``pre``: the main stage's ``Preprocessed`` of a new case (forgets the window);
-        ``window``: the genotype window's ``CropBox`` on that grid."""
+    def set_context(self, pre: Any = None, window: Any = None, age: float | None = None, **_: Any) -> None:
+        """``pre``: the main stage's ``Preprocessed`` of a new case (forgets the window and the age);
+        ``window``: the genotype window's ``CropBox`` on that grid; ``age``: the patient's age in
+        years, when known (used if the path has an age model covering it, :attr:`age_used`)."""
+        if pre is not None or age is not None:
+            self.age = None if age is None else float(age)
         if pre is not None:
             image = np.asarray(pre.image)
             # a sequence the case lacks is an all-zero channel (preprocess fill_missing)
@@ -95,7 +99,21 @@ class RadiologicalPath(GenotypePath):
     def forward(self, x: torch.Tensor, seg_logits: torch.Tensor, logits: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         feats = self.features(x, seg_logits)
         self.last_features = feats.detach()
-        return {t: v.to(x.dtype) for t, v in self.model.task_logits(feats).items()}
+        return {t: v.to(x.dtype) for t, v in self.model.task_logits(feats, self.age).items()}
+
+    @property
+    def age_used(self) -> bool:
+        """Whether the current case's age enters the logits."""
+        return self.model.uses_age(self.age)
+
+    def age_note(self) -> str | None:
+        """Why a given age is not used (None when it is, or when no age was given)."""
+        if self.age is None or self.age_used:
+            return None
+        if self.model.age is None:
+            return f"patient age {self.age:g} not used: this model's genotype has no age input"
+        return (f"patient age {self.age:g} not used: outside the training range "
+                f"{self.model.age.low:g}-{self.model.age.high:g} years (genotype from the images alone)")
 
     def ood_distance(self) -> float:
         """Mahalanobis distance of the last window's features (first of the batch); NaN if unknown."""
@@ -109,17 +127,43 @@ def _build(spec: Mapping[str, Any], tasks: Mapping[str, Sequence[str]]) -> Radio
     return RadiologicalPath(spec, tasks)
 
 
-def ood_warning(task_logits: Any) -> str | None:
+def ood_warning(task_logits: Any, core_lesions: int | None = None) -> str | None:
     """Why the last prediction's genotype must be withheld, or None: the first radiological path of
-    ``task_logits`` that lacked a sequence its features read, or whose features lie beyond its
-    training-set threshold ("input unlike the training data")."""
+    ``task_logits`` that lacked a sequence its features read, that sees more separate tumor cores
+    (``core_lesions``, GliomaMTLLib.inference.lesions) than its limit (at most 5% of its development
+    phantoms exceed it), or
+    whose features lie beyond its training-set threshold ("input unlike the training data")."""
     for path in getattr(task_logits, "paths", ()):
         if isinstance(path, RadiologicalPath) and path.absent_sequences:
             return (f"genotype withheld: its features need {', '.join(path.model.sequences)}; "
                     f"missing {', '.join(path.absent_sequences)}")
+        limit = path.model.max_core_lesions if isinstance(path, RadiologicalPath) else None
+        if limit is not None and core_lesions is not None and core_lesions > limit:
+            return (f"{OOD_WARNING} ({core_lesions} separate tumor cores; 95% of the training phantoms have at most "
+                    f"{limit}, and several ring-enhancing lesions suggest metastases): genotype withheld")
         if isinstance(path, RadiologicalPath) and path.model.ood is not None:
             d = path.ood_distance()
             if np.isfinite(d) and d > path.model.ood.threshold:
                 return (f"{OOD_WARNING} (genotype feature distance {d:.1f} > {path.model.ood.threshold:.1f}, "
                         "the 95th percentile of validation phantoms): genotype withheld")
     return None
+
+
+def age_status(task_logits: Any, age: float | None) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """(task -> card status of its age-aware regression, for the tasks where the case's ``age``
+    was used; notes on an age given but not used) over the radiological paths of ``task_logits``."""
+    status: dict[str, dict[str, Any]] = {}
+    notes: list[str] = []
+    paths = [p for p in getattr(task_logits, "paths", ()) if isinstance(p, RadiologicalPath)]
+    if age is not None and not paths:
+        notes.append(f"patient age {age:g} not used: this model's genotype has no age input")
+    for path in paths:
+        note = path.age_note()
+        if note:
+            notes.append(note)
+        elif path.age_used and path.model.age is not None:
+            for task in path.model.age.tasks:
+                entry = dict(path.model.age.status.get(task) or {"available": True, "reason": None})
+                entry["reason"] = f"with patient age {path.age:g}" + (f": {entry['reason']}" if entry.get("reason") else "")
+                status[task] = entry
+    return status, notes

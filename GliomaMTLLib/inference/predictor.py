@@ -64,6 +64,7 @@ from GliomaMTLLib.bundle import BundleError, ModelBundle, load_bundle
 from GliomaMTLLib.inference.checks import input_warnings
 from GliomaMTLLib.inference.genotype_call import genotype_calls, withhold
 from GliomaMTLLib.inference.engines import OnnxRunner, TorchRunner, onnx_runner, resolve_engine
+from GliomaMTLLib.inference.lesions import core_lesion_count
 from GliomaMTLLib.inference.device import (
     configure_cpu_threads,
     inference_context,
@@ -75,7 +76,7 @@ from GliomaMTLLib.inference.postprocess import PostprocessConfig, apply_postproc
 from GliomaMTLLib.inference.prediction import BoxedVolumes, Prediction
 from GliomaMTLLib.inference.task_logits import TaskLogits, build_task_logits
 from GliomaMTLLib.inference.windows import sliding_window_probs
-from GliomaMTLLib.genotype.path import ood_warning
+from GliomaMTLLib.genotype.path import age_status, ood_warning
 from GliomaMTLLib.io.case import Case
 from GliomaMTLLib.io.validation import MissingSequenceError
 from GliomaMTLLib.nets import NetConfig
@@ -302,9 +303,12 @@ class Predictor:
             )
         self.regions = regions_for_labels(self.label_names, self.bundle.meta.get("regions"))
         self.tasks = self.bundle.tasks
-        missing_heads = set(self.tasks) - set(self.main.network.tasks)
-        if missing_heads:
-            raise BundleError(f"{meta_path}: tasks {sorted(missing_heads)} have no head in the main network")
+        path_tasks = {t for p in self.bundle.meta.get("genotype_paths") or [] if isinstance(p, dict)
+                      for t in (p.get("tasks") or {})}
+        uncovered = set(self.tasks) - set(self.main.network.tasks) - path_tasks
+        if uncovered:
+            raise BundleError(f"{meta_path}: tasks {sorted(uncovered)} have no head in the main network "
+                              "and no genotype path")
         self.temperatures = _temperatures(self.bundle)
         try:
             self.postprocess_config = PostprocessConfig.from_dict(self.bundle.meta.get("postprocess")).updated(postprocess)
@@ -434,7 +438,8 @@ class Predictor:
             # all sequences present, not only the model's: a FLAIR-only model fed a T2 is caught too
             warnings += input_warnings(case.images, case.geometry)
             pre_main = preprocess(case, self.sequences, self.main.preprocess, fill_missing=absent)
-            self.task_logits.set_context(pre=pre_main)  # genotype paths: the window's place in the brain
+            # genotype paths: the window's place in the brain, and the patient's age when known
+            self.task_logits.set_context(pre=pre_main, age=getattr(case, "age_years", None))
             pre_loc = (
                 preprocess(case, self.sequences, self.localizer.preprocess, fill_missing=absent)
                 if self.localizer is not None else None
@@ -453,6 +458,7 @@ class Predictor:
                 lambda dev, small: self._run_main(pre_main, tumor_box, dev, small), warnings, "main"
             )
         probs, box, logits, windows, found = main_out
+        core_lesions = self._core_lesions(probs, pre_main)
 
         self._report(0.85, "resampling to the input grid")
         with timer("resample"):
@@ -464,15 +470,20 @@ class Predictor:
             volumes = volumes_ml(labels, self.label_names, self.regions, case.geometry.voxel_volume_ml)
             genotype = self._genotype(logits)
         warnings += notes
-        ood = ood_warning(self.task_logits) if genotype else None  # genotype features unlike training (G)
+        ood = ood_warning(self.task_logits, core_lesions) if genotype else None  # unlike the training data (G)
         if ood:
             warnings.append(ood)
+        age_entries, age_notes = age_status(self.task_logits, getattr(case, "age_years", None)) if genotype else ({}, [])
+        warnings += age_notes
+        meta = ({**self.bundle.meta, "genotype_status": {**(self.bundle.meta.get("genotype_status") or {}), **age_entries}}
+                if age_entries else self.bundle.meta)
         if not found or not labels.any():
             warnings.insert(
                 0,
                 "no tumor found" + (": genotype probabilities are not meaningful" if genotype else ""),
             )
-        tumor: dict[str, Any] = {"found": bool(found and labels.any()), "windows": windows, "center_mm": None}
+        tumor: dict[str, Any] = {"found": bool(found and labels.any()), "windows": windows, "center_mm": None,
+                                 "core_lesions": core_lesions}
         if tumor["found"]:  # centre of mass of the whole tumor, LPS mm
             # on the tumor's box: center_of_mass builds float64 index arrays of the whole input grid
             box = bounding_box(labels > 0)
@@ -493,8 +504,8 @@ class Predictor:
             device=f"{self.device} ({self.engine_used})",
             tumor=tumor,
             sources=dict(case.sources),
-            genotype_calls=(withhold(genotype_calls(genotype, self.bundle.meta, self.tasks), ood) if ood
-                            else genotype_calls(genotype, self.bundle.meta, self.tasks)),  # card status per task
+            genotype_calls=(withhold(genotype_calls(genotype, meta, self.tasks), ood) if ood
+                            else genotype_calls(genotype, meta, self.tasks)),  # card status per task
         )
 
     @property
@@ -541,7 +552,7 @@ class Predictor:
         x = torch.from_numpy(np.ascontiguousarray(image[None])).to(device)
         with inference_context(device, self.amp):
             seg, genotype = runner(x, with_genotype)
-            if genotype and stage == "main":
+            if with_genotype and stage == "main" and (genotype or self.task_logits.paths):
                 self.task_logits.set_context(window=self.genotype_window)
                 genotype = self.task_logits.combine(x, seg, genotype)
             probs = torch.softmax(seg.float(), dim=1)
@@ -655,13 +666,27 @@ class Predictor:
             n_windows += 1
         return probs, region, logits, n_windows
 
+    def _core_lesions(self, probs: np.ndarray, pre: Preprocessed) -> int | None:
+        """Separate tumor cores in the main stage's probabilities (None for a model without a
+        tumor core region, e.g. whole tumor only)."""
+        core = self.regions.get("TC")
+        if not core or len(core) >= len(self.label_names):
+            return None
+        voxel_ml = float(np.prod(pre.geometry.spacing)) / 1000.0
+        return core_lesion_count(probs, core, voxel_ml)
+
+    @property
+    def wants_genotype_window(self) -> bool:
+        """Whether the main stage runs a genotype window (the model has genotype tasks)."""
+        return bool(self.tasks)
+
     def _run_main(
         self, pre: Preprocessed, tumor_box: np.ndarray | None, device: torch.device, small: bool
     ) -> tuple[np.ndarray, CropBox, dict[str, np.ndarray], int, bool]:
         """Main stage: (softmax (L, *box.size), box on the preprocessed grid, genotype logits,
         number of windows, tumor found)."""
         spec = self.main
-        with_genotype = bool(self.tasks)
+        with_genotype = self.wants_genotype_window
         if spec.mode == "crop" and tumor_box is not None:
             lo, hi = tumor_box
             extent, center = hi - lo, (lo + hi) / 2.0

@@ -4,11 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from GliomaMTLLib.io.geometry import Geometry
 from GliomaMTLLib.labels import GENOTYPE_TASKS, SEQUENCES
+
+
+def check_age(value: Any, where: str = "age") -> float:
+    """``value`` as an age in years.
+
+    Raises:
+        ValueError: not a number between 0 and 120 (the message names ``where`` and the value).
+    """
+    try:
+        age = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: patient age must be a number of years, got {value!r}") from None
+    if not 0.0 <= age <= 120.0:  # also rejects NaN
+        raise ValueError(f"{where}: patient age must lie between 0 and 120 years, got {value!r}")
+    return age
 
 
 @dataclass
@@ -22,6 +38,8 @@ class Case:
         label: internal labels (0 bg, 1 NCR, 2 ED, 3 ET) as uint8 (z, y, x), or None.
         genotype: task -> class name (e.g. ``{"idh": "mutant"}``); absent task = unknown.
         survival_days, event: overall survival and whether death was observed, if known.
+        age_years: the patient's age at the scan, if known (a genotype input of models that have
+            one; GliomaMTLLib.genotype.model).
         sources: sequence key (and ``"label"``) -> file it was read from.
         warnings: things the reader did that the user should know (a sequence resampled onto
             the reference grid, a 4D image squeezed), one sentence each.
@@ -36,8 +54,11 @@ class Case:
     event: bool | None = None
     sources: dict[str, Path] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    age_years: float | None = None
 
     def __post_init__(self) -> None:
+        if self.age_years is not None:
+            self.age_years = check_age(self.age_years, f"case {self.case_id}")
         for key, array in self.images.items():
             if key not in SEQUENCES:
                 raise ValueError(f"case {self.case_id}: unknown sequence key {key!r}; expected {SEQUENCES}")

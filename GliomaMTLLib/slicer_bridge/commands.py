@@ -43,12 +43,21 @@ def _check_device(device: str) -> str:
 
 
 def predict_command(python: str | os.PathLike, case_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
-                    model: str, device: str = "auto", seg_nrrd: bool = True) -> list[str]:
-    """``gliomamtl predict CASE --out DIR --model M --device D --progress-json [--seg-nrrd]``."""
+                    model: str, device: str = "auto", seg_nrrd: bool = True, age: float | None = None) -> list[str]:
+    """``gliomamtl predict CASE --out DIR --model M --device D --progress-json [--seg-nrrd] [--age YEARS]``.
+
+    Raises:
+        ValueError: an age that is not a number of years between 0 and 120.
+    """
     args = ["predict", str(case_dir), "--out", str(out_dir), "--model", model,
             "--device", _check_device(device), "--progress-json"]
     if seg_nrrd:
         args.append("--seg-nrrd")
+    if age is not None:
+        value = float(age)
+        if not 0.0 <= value <= 120.0:
+            raise ValueError(f"patient age must lie between 0 and 120 years, got {age!r}")
+        args += ["--age", f"{value:g}"]
     return engine_command(python, *args)
 
 

@@ -51,8 +51,10 @@ def _parse_counts(text: str) -> dict[str, int]:
     return out
 
 
-def load_features(cache: Path, sequences: tuple[str, ...], tasks: dict[str, tuple[str, ...]]) -> dict[str, dict[str, Any]]:
-    """Split -> {"ids", "X" (N, F), "y" {task: (N,)}, "cnn" {task: (N, K)}, "meta" [...]} of the cached cases."""
+def load_features(cache: Path, sequences: tuple[str, ...], tasks: dict[str, tuple[str, ...]],
+                  cohort: str | None = None) -> dict[str, dict[str, Any]]:
+    """Split -> {"ids", "X" (N, F), "y" {task: (N,)}, "cnn" {task: (N, K)}, "age" (N,), "meta" [...]} of
+    the cached cases (age NaN where unknown)."""
     from GliomaMTLLib.genotype.collect import iter_cache
     from GliomaMTLLib.genotype.features import features_numpy
 
@@ -73,14 +75,38 @@ def load_features(cache: Path, sequences: tuple[str, ...], tasks: dict[str, tupl
                 label = meta.get(t)
                 split["y"][t].append(classes.index(label) if label in classes else -1)
                 key = f"cnn_logits_{t}"
-                split["cnn"][t].append(np.asarray(z[key], float) if key in z.files else np.zeros(len(classes)))
+                if key in z.files:  # a segmentation-only network has no heads (no CNN comparison)
+                    split["cnn"][t].append(np.asarray(z[key], float))
         split["ids"].append(meta["case_id"])
         split["meta"].append(meta)
+        split.setdefault("age", []).append(_phantom_age(meta, cohort))
     for split in out.values():
         split["X"] = np.asarray(split["X"], float)
+        split["age"] = np.asarray(split.get("age", []), float)
         split["y"] = {t: np.asarray(v, int) for t, v in split["y"].items()}
-        split["cnn"] = {t: np.asarray(v, float) for t, v in split["cnn"].items()}
+        # CNN logits only where every case has them
+        split["cnn"] = {t: np.asarray(v, float) for t, v in split["cnn"].items() if v and len(v) == len(split["X"])}
     return out
+
+
+def _phantom_age(meta: dict[str, Any], cohort: str | None) -> float:
+    """The phantom's patient age: stored by the collection, else drawn again from its seed (the
+    generator draws the subject first from ``default_rng(seed)``); NaN when neither is possible."""
+    if meta.get("age") is not None:
+        return float(meta["age"])
+    if cohort is None or meta.get("seed") is None:
+        return float("nan")
+    from GliomaMTLLib.synth.genotype import sample_subject
+
+    return float(sample_subject(np.random.default_rng(int(meta["seed"])), cohort).age)
+
+
+def cohort_tasks(cohort: str) -> dict[str, tuple[str, ...]]:
+    """The genotype tasks of a cohort's shipped recipe (``gliomamtl_<cohort>``): what a path fitted
+    to a segmentation-only network (a bundle without tasks) predicts."""
+    from GliomaMTLLib.train.config import load_recipe
+
+    return {t: tuple(c) for t, c in load_recipe(f"gliomamtl_{cohort}")["tasks"].items()}
 
 
 def _softmax(s: np.ndarray) -> np.ndarray:
@@ -138,14 +164,16 @@ def fit_and_measure(data: dict[str, dict[str, Any]], tasks: dict[str, tuple[str,
     (every development case is a validation case once); the final regression uses the whole pool.
     ``test`` and ``transfer`` are never used before measuring. ``feature_names`` names the columns
     of ``X`` (default :data:`~GliomaMTLLib.genotype.features.FEATURE_NAMES`; other inputs, e.g. the
-    CNN heads' logits, serve comparisons, not bundles).
+    CNN heads' logits, serve comparisons, not bundles). When every case has an ``"age"`` (years), a
+    second set of regressions on the features plus the standardized age is fitted and measured the
+    same way (``spec["age"]``; metrics under ``result["age_metrics"]``).
 
-    Returns ``{"spec": genotype_path dict, "status", "metrics", "cnn_metrics", "arrays", "standardize"}``.
+    Returns ``{"spec": genotype_path dict, "status", "metrics", "cnn_metrics", "arrays", "standardize",
+    "age_metrics", "age_arrays"}``.
     """
     from GliomaMTLLib.genotype.features import FEATURE_NAMES
-    from GliomaMTLLib.genotype.fit import (HIERARCHY, fit_calibration, fit_ood_cv, fit_standardization, fit_task,
-                                           out_of_fold_logits, task_status)
-    from GliomaMTLLib.genotype.model import KIND, TaskRegression
+    from GliomaMTLLib.genotype.fit import fit_lesion_limit, fit_ood_cv, fit_standardization
+    from GliomaMTLLib.genotype.model import KIND
 
     dev = _pool(data, ("train", "val"))
     # features constant on the development phantoms carry nothing (e.g. the core features of a
@@ -158,67 +186,110 @@ def fit_and_measure(data: dict[str, dict[str, Any]], tasks: dict[str, tuple[str,
         return (np.asarray(x)[:, cols] - mean) / scale
 
     z_dev = std(dev["X"])
+    held_out = [s for s in ("test", "transfer") if s in data and len(data[s]["X"])]
     spec: dict[str, Any] = {"kind": KIND, "features": names, "mean": mean.tolist(), "scale": scale.tolist(), "tasks": {}}
-    fit_info, status, metrics, cnn_metrics, arrays = {}, {}, {}, {}, {}
+    fitted = _fit_tasks(tasks, z_dev, dev["y"], {s: std(data[s]["X"]) for s in held_out},
+                        {s: data[s]["y"] for s in held_out}, band, log, "", names)
+    spec["tasks"] = fitted["spec"]
+    cnn_metrics: dict[str, dict[str, Any]] = {t: {} for t in tasks}
+    for task, classes in tasks.items():
+        for split in held_out:
+            if task in data[split]["cnn"]:
+                cnn = _softmax(data[split]["cnn"][task] / temperatures.get(task, 1.0))
+                cnn_metrics[task][split] = _task_metrics(data[split]["y"][task], cnn, classes, band)
+        if "test" in cnn_metrics[task]:
+            log(f"{task}: CNN head test AUC {cnn_metrics[task]['test']['auc']:.3f}")
+    ood = fit_ood_cv(z_dev)
+    spec["ood"] = ood.to_dict()
+    for split in held_out:
+        spec["ood"][f"{split}_false_alarm_rate"] = float(np.mean(ood.distance(std(data[split]["X"])) > ood.threshold))
+    counts = {s: [m.get("core_lesions") for m in data[s]["meta"]] for s in data}
+    dev_counts = counts.get("train", []) + counts.get("val", [])
+    if dev_counts and all(isinstance(c, int) for c in dev_counts):  # caches collected before counting lack them
+        spec["lesions"] = fit_lesion_limit(dev_counts)
+        for split in held_out:
+            if counts.get(split) and all(isinstance(c, int) for c in counts[split]):
+                spec["lesions"][f"{split}_false_alarm_rate"] = float(np.mean(np.asarray(counts[split]) > spec["lesions"]["max_core_lesions"]))
+    age_metrics: dict[str, Any] = {}
+    age_arrays: dict[str, Any] = {}
+    if all("age" in data[s] and np.isfinite(data[s]["age"]).all() for s in ["train", "val", *held_out] if s in data):
+        ages = np.concatenate([data[s]["age"] for s in ("train", "val") if s in data])
+        a_mean, a_scale = float(ages.mean()), float(ages.std() or 1.0)
+
+        def with_age(z: np.ndarray, age: np.ndarray) -> np.ndarray:
+            return np.concatenate([z, ((np.asarray(age, float) - a_mean) / a_scale)[:, None]], axis=1)
+
+        aged = _fit_tasks(tasks, with_age(z_dev, ages), dev["y"],
+                          {s: with_age(std(data[s]["X"]), data[s]["age"]) for s in held_out},
+                          {s: data[s]["y"] for s in held_out}, band, log, " with age", [*names, "age"])
+        spec["age"] = {"mean": a_mean, "scale": a_scale, "min": float(ages.min()), "max": float(ages.max()),
+                       "tasks": aged["spec"], "status": aged["status"]}
+        age_metrics, age_arrays = aged["metrics"], aged["arrays"]
+    spec["fit"] = fitted["info"]
+    spec["n_development"] = int(len(dev["ids"]))
+    return {"spec": spec, "status": fitted["status"], "metrics": fitted["metrics"], "cnn_metrics": cnn_metrics,
+            "arrays": fitted["arrays"], "standardize": std, "age_metrics": age_metrics, "age_arrays": age_arrays}
+
+
+def _fit_tasks(tasks: dict[str, tuple[str, ...]], z_dev: np.ndarray, y_dev: dict[str, np.ndarray],
+               z_split: dict[str, np.ndarray], y_split: dict[str, dict[str, np.ndarray]],
+               band: tuple[float, float], log: Any, label: str, names: Sequence[str]) -> dict[str, Any]:
+    """One regression per task on the standardized inputs ``z_dev`` (parents first; a conditional
+    task on its parent class's rows), Platt-calibrated on out-of-fold logits, measured on the
+    held-out splits. Returns ``{"spec": task -> regression dict, "info", "status", "metrics", "arrays"}``."""
+    from GliomaMTLLib.genotype.fit import HIERARCHY, fit_calibration, fit_task, out_of_fold_logits, task_status
+    from GliomaMTLLib.genotype.model import TaskRegression
+
+    spec_tasks: dict[str, Any] = {}
+    fit_info, status, metrics, arrays = {}, {}, {}, {}
     dev_probs: dict[str, np.ndarray] = {}  # task -> out-of-fold calibrated development probabilities
     split_logits: dict[str, dict[str, np.ndarray]] = {}  # task -> split -> calibrated logits
     order = sorted(tasks, key=lambda t: t in HIERARCHY and HIERARCHY[t][0] in tasks)  # parents first
     for task in order:
         classes = tasks[task]
         given = HIERARCHY.get(task) if HIERARCHY.get(task, ("",))[0] in tasks else None
-        y_dev = dev["y"][task]
-        fit_rows = np.ones(len(y_dev), bool)
+        y = y_dev[task]
+        fit_rows = np.ones(len(y), bool)
         if given is not None:
             # the conditional regression sees only the parent class (e.g. IDH-mutant) cases
-            fit_rows = dev["y"][given[0]] == tasks[given[0]].index(given[1])
-        reg, info = fit_task(z_dev[fit_rows], y_dev[fit_rows], classes)
-        oof_rows = out_of_fold_logits(z_dev[fit_rows], y_dev[fit_rows], info["C"])
-        cal = fit_calibration(oof_rows, y_dev[fit_rows])
+            fit_rows = y_dev[given[0]] == tasks[given[0]].index(given[1])
+        reg, info = fit_task(z_dev[fit_rows], y[fit_rows], classes)
+        oof_rows = out_of_fold_logits(z_dev[fit_rows], y[fit_rows], info["C"])
+        cal = fit_calibration(oof_rows, y[fit_rows])
         reg.calibration = {k: cal[k] for k in ("method", "a", "b", "temperature") if k in cal}
         reg.given = given
-        spec["tasks"][task] = reg.to_dict()
-        stored = TaskRegression.from_dict(spec["tasks"][task], len(names), task)
+        spec_tasks[task] = reg.to_dict()
+        stored = TaskRegression.from_dict(spec_tasks[task], z_dev.shape[1], task)
         # development logits: out-of-fold for the rows the regression was fitted on, the final
         # regression for the others (it never saw them)
         oof = _calibrated(stored, z_dev)
         oof[fit_rows] = _cal(stored, oof_rows)
-        split_logits[task] = {s: _calibrated(stored, std(data[s]["X"])) for s in ("test", "transfer")
-                              if s in data and len(data[s]["X"])}
+        split_logits[task] = {s: _calibrated(stored, z) for s, z in z_split.items()}
         if given is not None:
             p_index = tasks[given[0]].index(given[1])
             parent_dev = np.log(np.clip(dev_probs[given[0]], 1e-12, 1.0))
             oof = _conditional(parent_dev, p_index, oof)
             split_logits[task] = {s: _conditional(split_logits[given[0]][s], p_index, v) for s, v in split_logits[task].items()}
         fit_info[task] = {**info, "calibration": cal, "given": list(given) if given else None,
-                          "coefficients": dict(zip(names, reg.coef[0].round(4).tolist())) if reg.coef.shape[0] == 1 else None}
-        metrics[task], cnn_metrics[task], arrays[task] = {}, {}, {}
-        known = y_dev >= 0
+                          "coefficients": dict(zip(names, reg.coef[0].round(4).tolist()))
+                          if reg.coef.shape[0] == 1 else None}
+        metrics[task], arrays[task] = {}, {}
+        known = y >= 0
         oof_probs = _softmax(np.nan_to_num(oof))
         dev_probs[task] = oof_probs
-        chosen = youden_threshold(y_dev[known], oof_probs[known, 1]) if len(classes) == 2 else None
-        metrics[task]["development (out-of-fold)"] = _task_metrics(np.where(known, y_dev, -1), oof_probs, classes, band, chosen)
+        chosen = youden_threshold(y[known], oof_probs[known, 1]) if len(classes) == 2 else None
+        metrics[task]["development (out-of-fold)"] = _task_metrics(np.where(known, y, -1), oof_probs, classes, band, chosen)
         for split, logits in split_logits[task].items():
             probs = _softmax(logits)
-            metrics[task][split] = _task_metrics(data[split]["y"][task], probs, classes, band, chosen)
-            arrays[task][split] = (data[split]["y"][task], probs)
-            cnn = _softmax(data[split]["cnn"][task] / temperatures.get(task, 1.0))
-            cnn_metrics[task][split] = _task_metrics(data[split]["y"][task], cnn, classes, band)
+            metrics[task][split] = _task_metrics(y_split[split][task], probs, classes, band, chosen)
+            arrays[task][split] = (y_split[split][task], probs)
         status[task] = task_status(metrics[task]["test"])
         m = metrics[task]["test"]
-        log(f"{task}{f' (given {given[0]} = {given[1]})' if given else ''}: test AUC {m['auc']:.3f} "
+        log(f"{task}{label}{f' (given {given[0]} = {given[1]})' if given else ''}: test AUC {m['auc']:.3f} "
             f"[{m['auc_ci_low']:.3f}, {m['auc_ci_high']:.3f}], ECE {m['ece']:.3f}, "
-            f"out-of-fold AUC {metrics[task]['development (out-of-fold)']['auc']:.3f}; "
-            f"CNN head test AUC {cnn_metrics[task]['test']['auc']:.3f}; calibration: {cal['why']}")
-    metrics = {t: metrics[t] for t in tasks}
-    ood = fit_ood_cv(z_dev)
-    spec["ood"] = ood.to_dict()
-    for split in ("test", "transfer"):
-        if split in data and len(data[split]["X"]):
-            spec["ood"][f"{split}_false_alarm_rate"] = float(np.mean(ood.distance(std(data[split]["X"])) > ood.threshold))
-    spec["fit"] = fit_info
-    spec["n_development"] = int(len(dev["ids"]))
-    return {"spec": spec, "status": status, "metrics": metrics, "cnn_metrics": cnn_metrics, "arrays": arrays,
-            "standardize": std}
+            f"out-of-fold AUC {metrics[task]['development (out-of-fold)']['auc']:.3f}; calibration: {cal['why']}")
+    return {"spec": spec_tasks, "info": fit_info, "status": status,
+            "metrics": {t: metrics[t] for t in tasks}, "arrays": arrays}
 
 
 def _conditional(parent_logits: np.ndarray, index: int, logits: np.ndarray) -> np.ndarray:
@@ -321,8 +392,29 @@ def card_section(model: str, version: str, result: dict[str, Any], data: dict[st
                             f"{m['specificity_at_chosen']:.3f} | " if "chosen_threshold" in m else "| ")
                          + f"{m['ece']:.3f} | {m.get('abstained_fraction', float('nan')):.2f} | "
                          f"{('learned' if st['available'] else 'not learned') if split == 'test' else ''} |")
-    lines += ["", "For comparison, the CNN heads of the same weights on the same test phantoms: " + ", ".join(
-        f"{t} AUC {result['cnn_metrics'][t]['test']['auc']:.3f}" for t in result["cnn_metrics"]) + ".", "",
+    if result.get("age_metrics"):
+        age = result["spec"]["age"]
+        lines += ["", f"**With the patient's age** (optional input: `gliomamtl predict --age YEARS`, the panel's age field). "
+                  "A second regression per task on the same features plus the standardized age, fitted, calibrated and "
+                  f"measured the same way on the same phantoms; used when an age within the development phantoms' range "
+                  f"({age['min']:.0f}-{age['max']:.0f} years) is given, else the image-only regression above serves. "
+                  "The phantoms draw age from each subtype's published distribution, as real cohorts show it.", "",
+                  "| task | split | n | AUC [95% CI] | accuracy | sensitivity | specificity | ECE | abstained | status |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for task, per_split in result["age_metrics"].items():
+            for split in ("development (out-of-fold)", "test", "transfer"):
+                m = per_split.get(split)
+                if not m:
+                    continue
+                st = age["status"][task]
+                lines.append(f"| {task} + age | {split} | {m['n']} | {m['auc']:.3f} [{m['auc_ci_low']:.3f}, {m['auc_ci_high']:.3f}] | "
+                             f"{m['accuracy']:.3f} | {m.get('sensitivity', float('nan')):.3f} | {m.get('specificity', float('nan')):.3f} | "
+                             f"{m['ece']:.3f} | {m.get('abstained_fraction', float('nan')):.2f} | "
+                             f"{('learned' if st['available'] else 'not learned') if split == 'test' else ''} |")
+    heads = [t for t in result["cnn_metrics"] if "test" in result["cnn_metrics"][t]]
+    lines += ["", ("For comparison, the CNN heads of the same weights on the same test phantoms: " + ", ".join(
+        f"{t} AUC {result['cnn_metrics'][t]['test']['auc']:.3f}" for t in heads) + ".") if heads else
+        "The network has no genotype heads (segmentation only): the genotype comes from this path alone.", "",
         "Accuracy, sensitivity and specificity are at P = 0.5 of the calibrated probability (the call); "
         "\"at threshold t\": at the threshold maximizing sensitivity + specificity on the out-of-fold development "
         "probabilities (chosen before the test phantoms were seen). "
@@ -332,6 +424,14 @@ def card_section(model: str, version: str, result: dict[str, Any], data: dict[st
               f"{ood['threshold']:.2f} (out-of-fold development false alarms {ood['val_false_alarm_rate']:.3f}; test "
               f"{ood.get('test_false_alarm_rate', float('nan')):.3f}; transfer {ood.get('transfer_false_alarm_rate', float('nan')):.3f}). "
               "Above it, predict warns \"input unlike the training data\" and withholds the genotype.", ""]
+    lesions = result["spec"].get("lesions")
+    if lesions:
+        lines += [f"Separate tumor cores (each >= {lesions['min_core_ml']} ml on the main grid; several ring-enhancing "
+                  f"lesions suggest metastases, which training never saw): more than {lesions['max_core_lesions']} also "
+                  "withholds the genotype as \"input unlike the training data\" (development phantoms' counts "
+                  f"{lesions['development_counts']}; false alarms: development {lesions['development_false_alarm_rate']:.3f}, "
+                  f"test {lesions.get('test_false_alarm_rate', float('nan')):.3f}, transfer "
+                  f"{lesions.get('transfer_false_alarm_rate', float('nan')):.3f}).", ""]
     for task, st in result["status"].items():
         if not st["available"]:
             lines.append(f"- **{task}: not available** ({st['reason']}).")
@@ -340,9 +440,7 @@ def card_section(model: str, version: str, result: dict[str, Any], data: dict[st
         lines += ["", f"Survival (paper 002): {survival['model']}, fitted on the development phantoms; C-index on the test phantoms (by true WHO subtype): "
                   + ", ".join(f"{k} {v['c_index']:.3f} (n={int(v['n'])})" for k, v in rows.items())
                   + ". Kaplan-Meier by predicted subtype: [km.png](km.png)."]
-    lines += ["", "Not done: the comparison of the papers' CNN heads retrained with 3 seeds (>= 100 held-out "
-              "phantoms each); the table above gives this bundle's own CNN heads on the same phantoms.",
-              "", "Reliability diagram (test): [reliability.png](reliability.png); ROC: [roc.png](roc.png).", "",
+    lines += ["", "Reliability diagram (test): [reliability.png](reliability.png); ROC: [roc.png](roc.png).", "",
               f"Command: `{command}`", ""]
     return "\n".join(lines)
 
@@ -357,6 +455,9 @@ def update_bundle(folder: Path, version: str, result: dict[str, Any], band: tupl
     spec = {k: v for k, v in result["spec"].items() if k != "fit"}
     meta["version"] = version
     from GliomaMTLLib.genotype.model import KIND
+
+    # a segmentation-only network's bundle gets its tasks from the path (keeping any it declares)
+    meta["tasks"] = {**{t: list(r["classes"]) for t, r in spec["tasks"].items()}, **(meta.get("tasks") or {})}
 
     meta["genotype_paths"] = [p for p in meta.get("genotype_paths") or [] if p.get("kind") != KIND] + [spec]
     meta["abstain_band"] = list(band)
@@ -373,8 +474,10 @@ def update_bundle(folder: Path, version: str, result: dict[str, Any], band: tupl
     lines = text.splitlines()
     if lines and lines[0].startswith("# Model card:"):
         lines[0] = f"# Model card: {meta['name']} {version}"
+        heads = bool(((meta.get("stages") or {}).get("main") or {}).get("network", {}).get("tasks"))
         note = (f"> **{version}**: the genotype comes from the radiological-feature path (section \"Genotype: "
-                "radiological-feature path\" at the end), which replaces the CNN heads' outputs described below.")
+                "radiological-feature path\" at the end)"
+                + (", which replaces the CNN heads' outputs described below." if heads else "."))
         lines = [lines[0]] + [ln for ln in lines[1:] if not ln.startswith(f"> **{version}**")]
         lines[1:1] = ["", note]
         text = "\n".join(lines) + "\n"
@@ -469,8 +572,8 @@ def main(argv: list[str] | None = None) -> int:
             collect_parallel(args.model, args.cohort, counts, args.cache, args.workers, log)
         if reporter:
             reporter.progress(0.1, "computing features")
-        tasks = dict(bundle.tasks)
-        data = load_features(args.cache, bundle.sequences, tasks)
+        tasks = dict(bundle.tasks) or cohort_tasks(args.cohort)
+        data = load_features(args.cache, bundle.sequences, tasks, args.cohort)
         for split in ("train", "val", "test"):
             if split not in data or len(data[split]["X"]) < args.min_cases:
                 raise SystemExit(f"{args.cache}: split {split!r} has fewer than {args.min_cases} cases with a tumor found; "
@@ -488,7 +591,9 @@ def main(argv: list[str] | None = None) -> int:
         from GliomaMTLLib.metrics.calibration import plot_reliability
         from GliomaMTLLib.metrics.classification import plot_roc
 
-        plot_reliability({t: a["test"] for t, a in result["arrays"].items()}, str(args.out / "reliability.png"))
+        plot_reliability({**{t: a["test"] for t, a in result["arrays"].items()},
+                          **{f"{t} + age": a["test"] for t, a in (result.get("age_arrays") or {}).items()}},
+                         str(args.out / "reliability.png"))
         plot_roc({t: {"y_true": a["test"][0], "probs": a["test"][1], "class_names": tasks[t]}
                   for t, a in result["arrays"].items()}, args.out / "roc.png")
         survival = survival_analysis(data, result, args.out) if args.cohort == "adult" else None
@@ -498,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
         from GliomaMTLLib.io.atomic import write_text_atomic
 
         summary = {"model": bundle.name, "version": version, "command": command, "status": result["status"],
-                   "metrics": result["metrics"], "cnn_metrics": result["cnn_metrics"], "ood": result["spec"]["ood"] | {"precision": None},
+                   "metrics": result["metrics"], "age_metrics": result.get("age_metrics"), "cnn_metrics": result["cnn_metrics"], "ood": result["spec"]["ood"] | {"precision": None},
                    "fit": result["spec"]["fit"], "survival": survival,
                    "n": {s: len(d["ids"]) for s, d in data.items()},
                    "not_found": {s: d.get("not_found", []) for s, d in data.items()}}
