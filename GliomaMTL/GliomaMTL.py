@@ -479,6 +479,7 @@ class GliomaMTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         task = self.ui.explainTaskSelector.currentText
         self.startJob(lambda: self.logic.explain(
             self.inputNodes(), node.modelId, task, node.explainSteps, node.device,
+            age=node.patientAge if node.patientAge >= 0 else None,
             progressCallback=self.setProgress,
             completedCallback=lambda job: self.jobFinished(job, _("Explanation"), self.onExplainDone)),
             _("Explanation"))
@@ -975,13 +976,14 @@ class GliomaMTLLogic(ScriptedLoadableModuleLogic):
 
     # ------------------------------------------------------------------ explain
 
-    def explain(self, inputs: dict, modelId: str, task: str, steps: int, device: str = "auto",
+    def explain(self, inputs: dict, modelId: str, task: str, steps: int, device: str = "auto", age=None,
                 progressCallback=None, completedCallback=None, waitForCompletion: bool = False) -> ChildJob:
-        """Integrated-gradient heatmaps of ``task`` in a child process."""
+        """Integrated-gradient heatmaps of ``task`` in a child process (with the patient's ``age``, if
+        known, so the explained probability is the one the table shows)."""
         used, reference, caseId = self.checkInputs(inputs, modelId)
         files = self.writeInputs(used, caseId)
         command = commands.explain_command(childPython()[0], files.input_dir, files.explain_dir, model=modelId,
-                                           task=task, steps=steps, device=device)
+                                           task=task, steps=steps, device=device, age=age)
         return self.startJob("explain", command, device, files=files, progressCallback=progressCallback,
                              completedCallback=completedCallback, waitForCompletion=waitForCompletion, task=task)
 

@@ -88,6 +88,8 @@ def test_bad_task_steps_and_case_are_one_line_errors(bundle_dir, case_dir, tmp_p
     assert "no task 'braf'" in err and "idh" in err and len(err.strip().splitlines()) == 1
     assert main(["explain", str(case_dir), "--out", out, "--model", str(bundle_dir), "--steps", "0"]) == 1
     assert "--steps must be at least 1" in capsys.readouterr().err
+    assert main(["explain", str(case_dir), "--out", out, "--model", str(bundle_dir), "--age", "-5"]) == 1
+    assert "--age: patient age must lie between 0 and 120 years, got -5" in capsys.readouterr().err
     assert main(["explain", str(tmp_path / "nowhere"), "--out", out, "--model", str(bundle_dir),
                  "--progress-json"]) == 1
     captured = capsys.readouterr()

@@ -350,6 +350,10 @@ def test_predictor_uses_the_patients_age_and_says_so(tmp_path) -> None:
     prediction = predictor.predict(child)
     assert prediction.genotype["idh"]["mutant"] == pytest.approx(1 / (1 + math.exp(-1.0)), abs=1e-5)  # images alone
     assert any(w.startswith("patient age 5 not used: outside the training range 18-90 years") for w in prediction.warnings)
+    from GliomaMTLLib.explain import explain
+
+    explained = explain(case, "idh", predictor=predictor, steps=4)  # the age-aware probability is explained
+    assert explained.attribution.output == pytest.approx(young.genotype["idh"][explained.target], abs=1e-4)
     unknown = predictor.predict(_case())  # the age of the last case is not carried over
     assert unknown.genotype["idh"]["mutant"] == pytest.approx(1 / (1 + math.exp(-1.0)), abs=1e-5)
     assert not any("patient age" in w for w in unknown.warnings)

@@ -438,7 +438,8 @@ def _panel_commands() -> dict[str, list[str]]:
         "predict": commands.predict_command(py, "/j/input", "/j/output", model="gliomamtl_adult@0.2.0", device="cpu",
                                             age=61),
         "cohort": commands.cohort_command(py, "/root", "/out", model="gliomamtl_adult", device="cuda"),
-        "explain": commands.explain_command(py, "/j/input", "/j/explain", model="gliomamtl_adult", task="idh", steps=8),
+        "explain": commands.explain_command(py, "/j/input", "/j/explain", model="gliomamtl_adult", task="idh", steps=8,
+                                            age=47),
         "correct": commands.correct_command(py, "/j/input", "/j/c.nrrd", store="/st", genotype={"idh": "mutant"},
                                             replace=True, model="gliomamtl_adult@0.2.0", prediction="/j/p.nii.gz",
                                             case_id="case-1"),
@@ -464,6 +465,8 @@ def test_panel_command_lines_are_accepted_by_the_engine_cli(kind):
     assert callable(args.func)
     if kind == "predict":
         assert args.progress_json and args.seg_nrrd and args.model == "gliomamtl_adult@0.2.0" and args.age == 61.0
+    if kind == "explain":
+        assert (args.task, args.steps, args.age) == ("idh", 8, 47.0)
     if kind == "correct":
         assert (args.labels, args.idh, args.replace, args.case_id) == ("/j/c.nrrd", "mutant", True, "case-1")
     if kind == "finetune":

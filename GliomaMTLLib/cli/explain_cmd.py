@@ -62,6 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "brain's mean intensity; converges badly with these networks, for comparison)")
     parser.add_argument("--blur-mm", type=float, default=DEFAULT_BLUR_MM,
                         help=f"Gaussian sigma of the blurred baseline in mm (default {DEFAULT_BLUR_MM:g})")
+    parser.add_argument("--age", type=float, metavar="YEARS",
+                        help="the patient's age (as given to predict): a genotype task is explained as the "
+                        "age-aware model predicts it")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
                         help="auto: CUDA GPU when available, else CPU (default)")
     parser.add_argument("--progress-json", action="store_true",
@@ -97,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--steps must be at least 1, got {args.steps}")
     if args.batch < 1:
         raise ValueError(f"--batch must be at least 1, got {args.batch}")
+    if args.age is not None:
+        from GliomaMTLLib.io.case import check_age
+
+        check_age(args.age, "--age")
     reporter = None
     if args.progress_json:
         from GliomaMTLLib.progress import JsonLinesReporter
@@ -109,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         source: Any = args.case[0] if len(args.case) == 1 else list(args.case)
         predictor = Predictor(args.model, device=args.device)
         case = predictor.read(source)
+        case.age_years = args.age
         explanation = explain(case, args.task, predictor=predictor, steps=args.steps, internal_batch_size=args.batch,
                               target_class=args.target_class, baseline=args.baseline, blur_mm=args.blur_mm,
                               progress=reporter)

@@ -256,7 +256,7 @@ def explain(
 
     t1 = time.perf_counter()
     task_logits = predictor.task_logits
-    task_logits.set_context(pre=pre, window=box)  # as predict set it for this window (genotype paths)
+    task_logits.set_context(pre=pre, window=box, age=getattr(case, "age_years", None))  # as predict set it
     net = task_logits.network
     x = torch.from_numpy(crop(pre.image, box)[None]).to(predictor.device)
     reference = torch.zeros_like(x)

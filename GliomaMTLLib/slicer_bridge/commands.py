@@ -53,12 +53,21 @@ def predict_command(python: str | os.PathLike, case_dir: str | os.PathLike, out_
             "--device", _check_device(device), "--progress-json"]
     if seg_nrrd:
         args.append("--seg-nrrd")
-    if age is not None:
-        value = float(age)
-        if not 0.0 <= value <= 120.0:
-            raise ValueError(f"patient age must lie between 0 and 120 years, got {age!r}")
-        args += ["--age", f"{value:g}"]
-    return engine_command(python, *args)
+    return engine_command(python, *args, *_age_args(age))
+
+
+def _age_args(age: float | None) -> list[str]:
+    """``["--age", YEARS]`` (nothing when unknown).
+
+    Raises:
+        ValueError: not a number of years between 0 and 120.
+    """
+    if age is None:
+        return []
+    value = float(age)
+    if not 0.0 <= value <= 120.0:
+        raise ValueError(f"patient age must lie between 0 and 120 years, got {age!r}")
+    return ["--age", f"{value:g}"]
 
 
 def cohort_command(python: str | os.PathLike, root: str | os.PathLike, out_dir: str | os.PathLike, *,
@@ -69,11 +78,11 @@ def cohort_command(python: str | os.PathLike, root: str | os.PathLike, out_dir: 
 
 
 def explain_command(python: str | os.PathLike, case_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
-                    model: str, task: str, steps: int, device: str = "auto") -> list[str]:
-    """``gliomamtl explain CASE --out DIR --model M --task T --steps N --progress-json``.
+                    model: str, task: str, steps: int, device: str = "auto", age: float | None = None) -> list[str]:
+    """``gliomamtl explain CASE --out DIR --model M --task T --steps N --progress-json [--age YEARS]``.
 
     Raises:
-        ValueError: ``steps`` below 2 or an empty task.
+        ValueError: ``steps`` below 2, an empty task or an age outside 0-120 years.
     """
     if int(steps) < 2:
         raise ValueError(f"integrated gradients need at least 2 steps, got {steps}")
@@ -81,7 +90,7 @@ def explain_command(python: str | os.PathLike, case_dir: str | os.PathLike, out_
         raise ValueError("choose a task to explain (a genotype task or WT, TC, ET)")
     return engine_command(python, "explain", str(case_dir), "--out", str(out_dir), "--model", model,
                           "--task", task, "--steps", str(int(steps)), "--device", _check_device(device),
-                          "--progress-json")
+                          "--progress-json", *_age_args(age))
 
 
 def correct_command(python: str | os.PathLike, case_dir: str | os.PathLike, labels: str | os.PathLike, *,
