@@ -196,3 +196,33 @@ def test_cli_finetune_then_predict_with_the_new_version(parent, tmp_path, capsys
     assert report["model"]["version"] == "0.0.1-ft.1"
     assert main(["finetune", "--store", str(store.root), "--from", str(parent.folder), "--iterations", "0"]) == 1
     assert "--iterations must be at least 1" in capsys.readouterr().err
+
+
+def test_a_headless_network_fine_tunes_and_keeps_its_genotype_path(tmp_path):
+    """Adult 0.3.1's shape: a segmentation-only network whose genotype comes from a feature path.
+    Genotype labels in the store train nothing (no heads); the new version keeps the path and its tasks."""
+    import json
+
+    import numpy as np
+
+    from GliomaMTLLib.genotype.features import FEATURE_NAMES
+    from GliomaMTLLib.genotype.model import KIND, TaskRegression
+    from GliomaMTLLib.inference import Predictor
+
+    parent = make_recipe_bundle(tmp_path / "models" / "headless", "gliomamtl_adult_segonly", name="headless")
+    meta = json.loads((parent.folder / "model.json").read_text())
+    f = len(FEATURE_NAMES)
+    meta["tasks"] = {"idh": ["wildtype", "mutant"]}
+    meta["genotype_paths"] = [{"kind": KIND, "features": list(FEATURE_NAMES), "mean": [0.0] * f, "scale": [1.0] * f,
+                               "tasks": {"idh": TaskRegression(["wildtype", "mutant"], np.zeros((1, f)),
+                                                               np.array([0.3])).to_dict()}}]
+    (parent.folder / "model.json").write_text(json.dumps(meta))
+    store = make_store(tmp_path, n=2, genotype={"idh": "mutant"})
+    result = run_finetune(store, parent.folder, settings=FinetuneSettings(iterations=1, stages=("main",), replay_cases=0,
+                                                                           holdout=0.0))
+    new = load_bundle(result["version"])
+    assert result["version"] == "headless@0.0.1-ft.1" and not new.meta["finetune"]["genotype_trained"]
+    assert new.meta["genotype_paths"] == meta["genotype_paths"] and new.meta["tasks"] == meta["tasks"]
+    _, case = write_phantom_case(tmp_path / "new_case", "N", seed=5)
+    prediction = Predictor(new, device="cpu", engine="torch").predict(case)
+    assert prediction.genotype["idh"]["mutant"] == pytest.approx(1 / (1 + np.exp(-0.3)), abs=1e-5)
