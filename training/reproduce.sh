@@ -13,7 +13,8 @@
 # the validation split) -> compare its metrics with the shipped bundle's -> fit the
 # radiological-feature genotype path to the new weights' own segmentations (phantoms generated and
 # predicted into $RUNS/genotype/<name>/cache, resumable; GENOTYPE_COUNTS, default
-# train=120,val=100,test=100,transfer=30; WORKERS processes, default 2) and compare its test AUC
+# train=120,val=100,test=300,transfer=30 for the adult model and test=100 for the pediatric one, as
+# their cards; WORKERS processes, default 2) and compare its test AUC
 # and ECE with the shipped bundle's. Exit status 1 if any metric differs by more than TOLERANCE. Same seeds, same recipe: on the same hardware and thread
 # count the weights come out bit-identical; elsewhere floating-point order differs, hence the
 # tolerance. On a GPU add e.g. TRAIN_ARGS="--set train.device=cuda".
@@ -21,7 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 TOLERANCE=${TOLERANCE:-0.05}
-GENOTYPE_COUNTS=${GENOTYPE_COUNTS:-train=120,val=100,test=100,transfer=30}
+GENOTYPE_COUNTS=${GENOTYPE_COUNTS:-}  # default per model: the counts its card was measured on
 WORKERS=${WORKERS:-2}
 RUNS=${RUNS:-runs/reproduce}
 MODELS=("$@")
@@ -48,9 +49,14 @@ for name in "${MODELS[@]}"; do
   cohort=adult
   [[ "$name" == *pediatric* ]] && cohort=pediatric
   version=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['version'])" "Resources/Models/$name/model.json")
+  counts=$GENOTYPE_COUNTS
+  if [ -z "$counts" ]; then
+    counts=train=120,val=100,test=100,transfer=30
+    [ "$name" = gliomamtl_adult ] && counts=train=120,val=100,test=300,transfer=30
+  fi
   echo "== genotype path of $name"
   if ! "$PY" -m GliomaMTLLib.train.genotype_fit --model "$RUNS/bundles/$name" --cohort "$cohort" \
-      --cache "$RUNS/genotype/$name/cache" --counts "$GENOTYPE_COUNTS" --collect --workers "$WORKERS" \
+      --cache "$RUNS/genotype/$name/cache" --counts "$counts" --collect --workers "$WORKERS" \
       --out "$RUNS/genotype/$name" --update-bundle --version "$version" \
       --check-against "Resources/Models/$name" --tolerance "$TOLERANCE"; then
     status=1
