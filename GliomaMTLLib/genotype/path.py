@@ -131,8 +131,8 @@ def ood_warning(task_logits: Any, core_lesions: int | None = None) -> str | None
     """Why the last prediction's genotype must be withheld, or None: the first radiological path of
     ``task_logits`` that lacked a sequence its features read, that sees more separate tumor cores
     (``core_lesions``, GliomaMTLLib.inference.lesions) than its limit (at most 5% of its development
-    phantoms exceed it), or
-    whose features lie beyond its training-set threshold ("input unlike the training data")."""
+    phantoms exceed it), or whose features lie beyond its training-set threshold ("input unlike the
+    training data")."""
     for path in getattr(task_logits, "paths", ()):
         if isinstance(path, RadiologicalPath) and path.absent_sequences:
             return (f"genotype withheld: its features need {', '.join(path.model.sequences)}; "
