@@ -25,9 +25,11 @@ REGIONS = {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}
 
 
 def dice(pred: np.ndarray, ref: np.ndarray, members: tuple[int, ...]) -> float:
-    a, b = np.isin(pred, members), np.isin(ref, members)
-    total = np.count_nonzero(a) + np.count_nonzero(b)
-    return 1.0 if total == 0 else 2.0 * np.count_nonzero(a & b) / total
+    """Dice of one region; 1 when both are empty (the BraTS convention)."""
+    from GliomaMTLLib.metrics.segmentation import dice_coefficient
+
+    value = dice_coefficient(np.isin(pred, members), np.isin(ref, members))
+    return 1.0 if np.isnan(value) else value
 
 
 def main() -> int:
