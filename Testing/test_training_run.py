@@ -426,3 +426,39 @@ def test_init_reads_bundles_and_names_bad_sources(adult_run, tmp_path):
         load_init_weights(bundle, "decoder")
     with pytest.raises(FileNotFoundError, match=r"stages.main.init = '.*nowhere'"):
         load_init_weights(tmp_path / "nowhere", "main")
+
+
+# ------------------------------------------------------------------------------------------
+# training/gpu_train.sh: the GPU script, exercised on the CPU
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_gpu_script_refuses_a_machine_without_cuda(tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", "training/gpu_train.sh", "gliomamtl_adult_gpu", str(tmp_path / "run")], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "torch sees no CUDA device" in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_gpu_script_trains_with_worker_processes_and_exports_a_bundle(tmp_path):
+    run = tmp_path / "run"
+    extra = " ".join(["data.small=true", "data.n_train=2", "data.n_val=0", "data.n_test=0", f"data.cache_dir={tmp_path / 'cache'}",
+                      "stages.localizer.preprocess.spacing=[6.0,6.0,6.0]", "stages.localizer.network.features=[4,8,16]",
+                      "stages.localizer.input.size=[32,32,32]", "stages.main.preprocess.spacing=null",
+                      "stages.main.network.features=[4,8,16]", "stages.main.network.gate_features=[4,8]",
+                      "stages.main.input.size=[32,32,32]",
+                      "stages.main.batch_size=2", "train.iterations=2", "train.num_threads=1"])
+    env = {**os.environ, "PYTHON": sys.executable, "DEVICE": "cpu", "EXTRA": extra}
+    proc = subprocess.run(["bash", "training/gpu_train.sh", "gliomamtl_adult_gpu", str(run)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "finished" and info["iterations"] == 4
+    recipe = load_recipe(str(run / "recipe.yaml"), [])
+    assert recipe["train"]["loader_workers"] >= 1 and recipe["data"]["workers"] >= 1
+    meta = json.loads((run / "bundle" / "model.json").read_text())
+    assert meta["name"] == "gliomamtl_adult" and set(meta["stages"]) == {"localizer", "main"}
+    assert not meta["metrics"]["segmentation"]  # exported without evaluation

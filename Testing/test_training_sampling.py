@@ -4,6 +4,7 @@ data/compute time split in train_log.jsonl (GliomaMTLLib.train.sampling, trainer
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -50,6 +51,18 @@ def test_prefetched_batches_equal_batches_drawn_in_the_loop():
         assert torch.equal(pre.get(4)["image"], direct[2]["image"])
         assert torch.equal(pre.get(5)["image"], direct[3]["image"])
 
+
+
+def test_worker_processes_give_the_same_batches_in_iteration_order():
+    direct = [_sampler().batch(it, [0, 1]) for it in range(3, 9)]
+    with Prefetcher(_sampler(), [0, 1], start=3, stop=9, depth=2, workers=2) as pre:
+        fetched = [pre.get(it) for it in range(3, 6)]
+        restarted = pre.get(7)  # skipping ahead restarts the workers at that iteration
+    for a, b in zip(direct[:3], fetched):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
+        assert a["case_id"] == b["case_id"]
+    assert torch.equal(restarted["image"], direct[4]["image"])
+    assert not torch.equal(direct[0]["image"], direct[1]["image"])  # the comparison can fail
 
 def test_sequence_subsets_keep_exactly_one_listed_subset():
     subsets = [["t1c", "t2f"], ["t2w", "t2f"], ["t2f"]]
@@ -108,3 +121,14 @@ def test_balanced_weights_draw_each_known_class_equally_often():
         balanced_case_weights(cases, "codel_1p19q")
     with pytest.raises(ValueError, match="case_weights must be 12"):
         Sampler(cases, inp, None, ["idh"], seed=1, stage_index=0, phase_index=0, case_weights=np.ones(3))
+
+
+def test_prepare_workers_start_single_threaded_and_the_environment_is_restored(monkeypatch):
+    from GliomaMTLLib.train import data
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    monkeypatch.delenv("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", raising=False)
+    with data._single_threaded_children():
+        assert all(os.environ[k] == "1" for k in data._THREAD_VARIABLES)
+    assert os.environ["OMP_NUM_THREADS"] == "7"
+    assert "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS" not in os.environ

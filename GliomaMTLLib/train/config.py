@@ -177,6 +177,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "amp": "auto",  # auto (fp16 + GradScaler on CUDA, fp32 on CPU) | off | bf16
     "num_threads": None,  # torch.set_num_threads; None: leave as is
     "prefetch": 2,  # batches drawn ahead in a background thread (0: in the training loop)
+    "loader_workers": 0,  # > 0: batches drawn by that many worker processes instead (a GPU's pace)
     "stop_after": None,  # stop (as if killed) after this many global iterations: resume tests
     "backend": None,  # DDP backend; None: nccl on CUDA, gloo on CPU
     "device": "auto",  # auto | cpu | cuda

@@ -27,6 +27,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.utils.data
 
 from GliomaMTLLib.preprocess import crop_around  # the cascade's inference crops with the same helper
 from GliomaMTLLib.train.data import PreparedCase
@@ -300,32 +301,71 @@ class Sampler:
         return collate([self.sample(iteration, s) for s in slots])
 
 
+class _IterationBatches(torch.utils.data.Dataset):
+    """Batches of iterations ``start .. stop-1`` as a map-style dataset, for DataLoader workers."""
+
+    def __init__(self, sampler: Sampler, slots: Sequence[int], start: int, stop: int) -> None:
+        self.sampler, self.slots, self.start, self.stop = sampler, list(slots), int(start), int(stop)
+
+    def __len__(self) -> int:
+        return max(self.stop - self.start, 0)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.sampler.batch(self.start + int(index), self.slots)
+
+
+def _as_drawn(batch: dict[str, Any]) -> dict[str, Any]:
+    return batch
+
+
+def _one_thread_per_worker(_: int) -> None:
+    # Each worker draws whole batches; torch's intra-op threads would only oversubscribe the cores.
+    torch.set_num_threads(1)
+
+
 class Prefetcher:
-    """Draws the batches of iterations ``start .. stop-1`` ahead of use in one background thread.
+    """Draws the batches of iterations ``start .. stop-1`` ahead of use.
 
     Every batch is a pure function of its iteration (counter-based randomness, see the module
-    docstring), and the one worker thread is the only user of the sampler (its MONAI transforms
-    keep state), so a run gives the same batches with or without prefetching. With ``depth`` 0
-    batches are drawn in the calling thread. On a 2-core CPU the augmentation (numpy, MONAI,
-    mostly outside the GIL) then overlaps the network's forward and backward pass.
+    docstring), so a run gives the same batches however they are drawn:
+
+    - ``workers`` 0 and ``depth`` 0: in the calling thread;
+    - ``workers`` 0, ``depth`` > 0: one background thread, the only user of the sampler (its MONAI
+      transforms keep state). On a 2-core CPU the augmentation (numpy, MONAI, mostly outside the
+      GIL) then overlaps the network's forward and backward pass;
+    - ``workers`` > 0: a `torch.utils.data.DataLoader` with that many worker processes, each
+      holding its own copy of the sampler, ``depth`` batches ahead per worker, in iteration
+      order. For a GPU, whose step is faster than one core can augment a batch.
     """
 
-    def __init__(self, sampler: Sampler, slots: Sequence[int], start: int, stop: int, depth: int = 2) -> None:
+    def __init__(self, sampler: Sampler, slots: Sequence[int], start: int, stop: int, depth: int = 2,
+                 workers: int = 0, pin_memory: bool = False) -> None:
         self.sampler = sampler
         self.slots = list(slots)
         self.stop = int(stop)
         self.depth = max(int(depth), 0)
+        self.workers = max(int(workers), 0)
+        self.pin_memory = bool(pin_memory)
         self._pool = None
+        self._loader = None
         self._pending: dict[int, Any] = {}
         self._next = int(start)
-        if self.depth > 0:
+        if self.workers > 0 or self.depth > 0:
             self._start(int(start))
 
     def _start(self, iteration: int) -> None:
+        self._next = iteration
+        if self.workers > 0:
+            loader = torch.utils.data.DataLoader(
+                _IterationBatches(self.sampler, self.slots, iteration, self.stop), batch_size=None,
+                shuffle=False, num_workers=self.workers, collate_fn=_as_drawn,
+                prefetch_factor=max(self.depth, 1), pin_memory=self.pin_memory,
+                worker_init_fn=_one_thread_per_worker)
+            self._loader = iter(loader)
+            return
         from concurrent.futures import ThreadPoolExecutor
 
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gliomamtl-prefetch")
-        self._next = iteration
         self._fill()
 
     def _fill(self) -> None:
@@ -335,6 +375,12 @@ class Prefetcher:
 
     def get(self, iteration: int) -> dict[str, Any]:
         """The batch of ``iteration`` (iterations must be asked for in increasing order)."""
+        if self._loader is not None:
+            if iteration != self._next:  # asked out of order: restart the workers from here
+                self.close()
+                self._start(iteration)
+            self._next += 1
+            return next(self._loader)
         if self._pool is None:
             return self.sampler.batch(iteration, self.slots)
         future = self._pending.pop(iteration, None)
@@ -347,7 +393,8 @@ class Prefetcher:
         return batch
 
     def close(self) -> None:
-        """Stop the worker (pending batches are dropped)."""
+        """Stop the workers (pending batches are dropped)."""
+        self._loader = None  # the last reference: the iterator shuts its worker processes down
         if self._pool is not None:
             for future in self._pending.values():
                 future.cancel()
