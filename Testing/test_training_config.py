@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from GliomaMTLLib.train.config import (
@@ -14,6 +16,7 @@ from GliomaMTLLib.train.config import (
 
 PAPER_RECIPES = {"shi2023", "sgpnet", "nuechterlein", "vafaeikia_plgg", "huang_dt"}
 SHIPPED_RECIPES = {"gliomamtl_adult", "gliomamtl_pediatric"}
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_all_recipes_are_there():
@@ -158,6 +161,14 @@ def test_shipped_recipes_of_issue_11():
     assert same == sum(n for s, _, _, n in schedule_plan(adult) if s == "main")
     for stage in ("localizer", "main"):  # shares the prepared phantoms
         assert stage_cache_dir(base, stage, "runs/x") == stage_cache_dir(adult, stage, "runs/x")
+    assert "gliomamtl_adult) echo gliomamtl_adult_segonly" in (REPO / "training" / "reproduce.sh").read_text()
+    for name in ("gliomamtl_adult_batch8", "gliomamtl_adult_gpu"):  # the batch-8 candidates: same network
+        candidate = load_recipe(name)
+        assert candidate["tasks"] == {} and candidate["stages"]["main"]["batch_size"] == 8
+        assert candidate["stages"]["main"]["network"] == base["stages"]["main"]["network"]
+        assert candidate["train"]["loader_workers"] == 0  # worker processes only where gpu_train.sh asks
+        for stage in ("localizer", "main"):
+            assert stage_cache_dir(candidate, stage, "runs/x") == stage_cache_dir(adult, stage, "runs/x")
 
 
 def test_phase_augment_overrides_the_stage_and_balance_names_a_task():

@@ -310,11 +310,9 @@ def _single_threaded_children() -> Iterator[None]:
 
 
 def _single_threaded_worker() -> None:
-    import SimpleITK as sitk
-    import torch
+    import SimpleITK as sitk  # (BLAS and torch read the environment set by _single_threaded_children)
 
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    torch.set_num_threads(1)
 
 
 def _prepare_one(spec: CaseSpec, sequences: Sequence[str], targets: list[tuple[str, dict[str, Any], str]]) -> None:
