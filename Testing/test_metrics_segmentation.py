@@ -24,6 +24,7 @@ from GliomaMTLLib.metrics.segmentation import (
     binary_metrics,
     cohort_region_table,
     lesion_metrics,
+    region_dice,
     region_metrics,
 )
 
@@ -311,3 +312,16 @@ def test_bootstrap_mean_interval_covers_the_mean_and_shrinks_with_n() -> None:
     assert (hi_l - lo_l) < 0.5 * (hi_s - lo_s)
     assert bootstrap_mean_ci([0.7, float("nan"), 0.7]) == (0.7, 0.7)
     assert all(np.isnan(bootstrap_mean_ci([float("nan")])))
+
+
+def test_region_dice_joins_labels_and_scores_an_empty_region_as_1():
+    ref = np.zeros((4, 4, 4), np.uint8)
+    pred = np.zeros_like(ref)
+    ref[0, 0, :2] = 1  # necrotic core
+    ref[1, 0, :2] = 3  # enhancing
+    pred[0, 0, :2] = 3  # core called enhancing: wrong label, right tumor core
+    assert region_dice(pred, ref, (1, 3)) == pytest.approx(2 * 2 / (2 + 4))
+    assert region_dice(pred, ref, (3,)) == pytest.approx(0.0)
+    assert region_dice(pred, ref, (2,)) == 1.0  # no edema in either
+    pred[2, 2, 2] = 2
+    assert region_dice(pred, ref, (2,)) == 0.0

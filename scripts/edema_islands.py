@@ -30,7 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-REGIONS = {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}
+from GliomaMTLLib.labels import REGIONS  # noqa: E402
+from GliomaMTLLib.metrics.segmentation import region_dice  # noqa: E402
 
 
 def _components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -82,14 +83,6 @@ def remove_edema_islands(labels: np.ndarray, voxel_volume_ml: float, min_distanc
     return labels, removed
 
 
-def dice(pred: np.ndarray, ref: np.ndarray, members: tuple[int, ...]) -> float:
-    """Dice of one region; 1 when both are empty (the BraTS convention)."""
-    from GliomaMTLLib.metrics.segmentation import dice_coefficient
-
-    value = dice_coefficient(np.isin(pred, members), np.isin(ref, members))
-    return 1.0 if np.isnan(value) else value
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="gliomamtl_adult")
@@ -112,12 +105,12 @@ def main() -> int:
         pred = predictor.predict(r.case).labels
         ref = r.case.label
         spacing = tuple(float(v) for v in r.case.geometry.spacing[::-1])
-        b = [dice(pred, ref, m) for m in REGIONS.values()]
+        b = [region_dice(pred, ref, m) for m in REGIONS.values()]
         before.append(b)
         cells = []
         for d in dists:
             cleaned, removed = remove_edema_islands(pred.copy(), r.case.geometry.voxel_volume_ml, d, spacing)
-            a = [dice(cleaned, ref, m) for m in REGIONS.values()]
+            a = [region_dice(cleaned, ref, m) for m in REGIONS.values()]
             after[d].append(a)
             cells.append(f"{a[0]:.3f} ({removed:.2f})")
         print(f"| {r.case.case_id} | {b[0]:.3f} | " + " | ".join(cells) + " |", flush=True)

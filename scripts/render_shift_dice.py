@@ -21,15 +21,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-REGIONS = {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}
-
-
-def dice(pred: np.ndarray, ref: np.ndarray, members: tuple[int, ...]) -> float:
-    """Dice of one region; 1 when both are empty (the BraTS convention)."""
-    from GliomaMTLLib.metrics.segmentation import dice_coefficient
-
-    value = dice_coefficient(np.isin(pred, members), np.isin(ref, members))
-    return 1.0 if np.isnan(value) else value
+from GliomaMTLLib.labels import REGIONS  # noqa: E402
+from GliomaMTLLib.metrics.segmentation import region_dice  # noqa: E402
 
 
 def main() -> int:
@@ -54,7 +47,7 @@ def main() -> int:
         for spread in (1.0, args.contrast_spread):
             r = synthesize(seed, "adult", contrast_spread=spread)
             pred = predictor.predict(r.case).labels
-            scores.append([dice(pred, r.case.label, m) for m in REGIONS.values()])
+            scores.append([region_dice(pred, r.case.label, m) for m in REGIONS.values()])
         base, shifted = scores
         rows.append((base, shifted))
         cells = " | ".join(f"{b:.3f} | {s:.3f}" for b, s in zip(base, shifted))

@@ -146,6 +146,13 @@ def dice_coefficient(pred: np.ndarray, ref: np.ndarray) -> float:
     return 2.0 * int(np.count_nonzero(pred & ref)) / (n_pred + n_ref)
 
 
+def region_dice(pred_labels: np.ndarray, ref_labels: np.ndarray, members: Sequence[int]) -> float:
+    """Dice of the region made of label values ``members`` in two label maps; 1 when the region is
+    empty in both (the BraTS convention)."""
+    value = dice_coefficient(np.isin(pred_labels, members), np.isin(ref_labels, members))
+    return 1.0 if np.isnan(value) else value
+
+
 def sensitivity_specificity(
     pred: np.ndarray, ref: np.ndarray, roi_mask: np.ndarray | None = None
 ) -> tuple[float, float]:
