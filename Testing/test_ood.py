@@ -70,11 +70,18 @@ def _small_phantom_prediction(seed: int, subject=None):
     return predictor.predict(case), predictor
 
 
-def test_typical_glioma_phantom_is_not_flagged() -> None:
-    """The control: an ordinary phantom glioma keeps its genotype (no OOD warning)."""
+def test_typical_glioma_phantoms_are_rarely_flagged() -> None:
+    """The control: ordinary phantom gliomas keep their genotype. The checks are set for <= 5% false
+    alarms, so one phantom in eight may be flagged (each shipped network so far has flagged one of
+    seeds 0-7 here: 0.3.1 seed 5 by its features, 0.4.0 seed 2, a faint 1 ml core both networks
+    misplace, by three spurious cores); two would be a broken check."""
     _shipped_path()
-    prediction, _ = _small_phantom_prediction(2)
-    assert not any("unlike the training data" in w for w in prediction.warnings)
+    flagged = []
+    for seed in range(8):
+        prediction, _ = _small_phantom_prediction(seed)
+        if any("unlike the training data" in w for w in prediction.warnings):
+            flagged.append(seed)
+    assert len(flagged) <= 1, f"genotype withheld on ordinary phantoms {flagged}"
 
 
 def test_metastasis_like_phantom_is_out_of_distribution() -> None:

@@ -151,9 +151,21 @@ def test_shipped_recipes_of_issue_11():
         assert {("t1c", "t2f"), ("t2w", "t2f"), ("t2f",)} <= subsets
         assert 0 < stage["augment"]["sequence_subset_prob"] < 1  # all four sequences stay the common case
     assert sum(n for *_, n in schedule_plan(adult)) >= 5000
-    assert load_recipe("gliomamtl_pediatric")["export"]["version"] == "0.2.0"
-    base = load_recipe("gliomamtl_adult_segonly")  # the shipped adult network since 0.3.1
+    pediatric = load_recipe("gliomamtl_pediatric")
+    assert pediatric["export"]["version"] == "0.2.0"
+    candidate = load_recipe("gliomamtl_pediatric_large")  # the next pediatric network: no BRAF head, 3x phantoms
+    assert candidate["tasks"] == {} and candidate["stages"]["main"]["network"]["tasks"] == {}
+    assert candidate["data"]["n_train"] == 3 * pediatric["data"]["n_train"]
+    assert (candidate["data"]["n_test"], candidate["data"]["seed"]) == (pediatric["data"]["n_test"], pediatric["data"]["seed"])
+    same = {k: v for k, v in pediatric["stages"]["main"]["network"].items() if k != "tasks"}
+    assert {k: candidate["stages"]["main"]["network"][k] for k in same} == same
+    assert [p["genotype"] for p in candidate["stages"]["main"]["phases"]] == [False]
+    base = load_recipe("gliomamtl_adult_segonly")  # adult 0.3.1, the network of every later adult recipe
     assert (base["export"]["name"], base["export"]["version"]) == ("gliomamtl_adult", "0.3.1")
+    large = load_recipe("gliomamtl_adult_large")  # adult 0.4.0, shipped: 0.3.1 on three times the phantoms
+    assert (large["export"]["name"], large["export"]["version"]) == ("gliomamtl_adult", "0.4.0")
+    assert large["stages"]["main"]["network"] == base["stages"]["main"]["network"] and large["tasks"] == {}
+    assert large["data"]["n_train"] == 3 * base["data"]["n_train"] == 480
     assert base["tasks"] == {} and base["stages"]["main"]["network"]["tasks"] == {}
     assert base["stages"]["main"]["network"]["features"] == adult["stages"]["main"]["network"]["features"]
     assert [p["genotype"] for p in base["stages"]["main"]["phases"]] == [False]
@@ -161,7 +173,7 @@ def test_shipped_recipes_of_issue_11():
     assert same == sum(n for s, _, _, n in schedule_plan(adult) if s == "main")
     for stage in ("localizer", "main"):  # shares the prepared phantoms
         assert stage_cache_dir(base, stage, "runs/x") == stage_cache_dir(adult, stage, "runs/x")
-    assert "gliomamtl_adult) echo gliomamtl_adult_segonly" in (REPO / "training" / "reproduce.sh").read_text()
+    assert "gliomamtl_adult) echo gliomamtl_adult_large" in (REPO / "training" / "reproduce.sh").read_text()
     for name in ("gliomamtl_adult_batch8", "gliomamtl_adult_gpu"):  # the batch-8 candidates: same network
         candidate = load_recipe(name)
         assert candidate["tasks"] == {} and candidate["stages"]["main"]["batch_size"] == 8

@@ -2,12 +2,13 @@
 """How often the genotype is withheld as "unlike the training data", on metastasis-like phantoms
 and on ordinary glioma phantoms nobody fitted on.
 
-    python scripts/ood_check.py [--model gliomamtl_adult] [--n 8] [--seed 1400000]
+    python scripts/ood_check.py [--model gliomamtl_adult] [--n 8] [--seed 1400000] [--small]
 
 Metastasis-like: 3-6 small (3-7 mm) ring-enhancing lesions at the grey-white junction, each in
 10-25 mm of edema (the generator with its subject replaced, full 1 mm grid). Gliomas: the
 generator's own adult subjects, seeds from ``--seed`` on (outside every recipe's and the genotype
-fit's seeds). One row per case: separate tumor cores, feature distance, and which check fired;
+fit's seeds). ``--small`` renders both groups as the generator's 3 mm phantoms (thick slices: the
+false-alarm rate where blur merges and splits lesions). One row per case: separate tumor cores, feature distance, and which check fired;
 then the share withheld per group. It measures, it asserts nothing.
 """
 
@@ -38,6 +39,7 @@ def main() -> int:
     parser.add_argument("--model", default="gliomamtl_adult", help="bundle name or folder")
     parser.add_argument("--n", type=int, default=8, help="phantoms per group")
     parser.add_argument("--seed", type=int, default=1_400_000, help="first seed")
+    parser.add_argument("--small", action="store_true", help="3 mm phantoms instead of 1 mm")
     args = parser.parse_args()
 
     import torch
@@ -51,7 +53,8 @@ def main() -> int:
     path = next((p for p in predictor.task_logits.paths if isinstance(p, RadiologicalPath)), None)
     limit = path.model.max_core_lesions if path else None
     threshold = path.model.ood.threshold if path and path.model.ood else None
-    print(f"model {predictor.bundle.name} {predictor.bundle.version}: core limit {limit}, feature-distance threshold {threshold}")
+    print(f"model {predictor.bundle.name} {predictor.bundle.version}: core limit {limit}, feature-distance threshold {threshold}"
+          + (", 3 mm phantoms" if args.small else ""))
     print("| group | seed | cores | feature distance | withheld by |")
     print("|---|---|---|---|---|")
     withheld: dict[str, list[bool]] = {"metastasis-like": [], "glioma": []}
@@ -63,7 +66,7 @@ def main() -> int:
                 subject = metastasis_subject(np.random.default_rng(seed))
                 generator.sample_subject = lambda rng, cohort, s=subject: s
             try:
-                case = generator.generate_case(seed, "adult")
+                case = generator.generate_case(seed, "adult", small=args.small)
             finally:
                 generator.sample_subject = original
             prediction = predictor.predict(case)

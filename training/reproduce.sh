@@ -13,7 +13,7 @@
 # the validation split) -> compare its metrics with the shipped bundle's -> fit the
 # radiological-feature genotype path to the new weights' own segmentations (phantoms generated and
 # predicted into $RUNS/genotype/<name>/cache, resumable; GENOTYPE_COUNTS, default
-# train=120,val=100,test=300,transfer=30 for the adult model and test=100 for the pediatric one, as
+# train=120,val=100,test=100,transfer=30 for both models, as
 # their cards; WORKERS processes, default 2) and compare its test AUC
 # and ECE with the shipped bundle's. Exit status 1 if any metric differs by more than TOLERANCE. Same seeds, same recipe: on the same hardware and thread
 # count the weights come out bit-identical; elsewhere floating-point order differs, hence the
@@ -29,8 +29,9 @@ MODELS=("$@")
 [ ${#MODELS[@]} -gt 0 ] || MODELS=(gliomamtl_adult gliomamtl_pediatric)
 status=0
 # The recipe each shipped model is trained with: the adult network is the segmentation-only
-# cascade since 0.3.1 (its genotype comes from the feature path fitted below).
-recipe_of() { case "$1" in gliomamtl_adult) echo gliomamtl_adult_segonly ;; *) echo "$1" ;; esac; }
+# cascade since 0.3.1 (its genotype comes from the feature path fitted below),
+# on 480 phantoms since 0.4.0.
+recipe_of() { case "$1" in gliomamtl_adult) echo gliomamtl_adult_large ;; *) echo "$1" ;; esac; }
 for name in "${MODELS[@]}"; do
   run="$RUNS/$name"
   recipe=$(recipe_of "$name")
@@ -52,7 +53,6 @@ for name in "${MODELS[@]}"; do
   counts=$GENOTYPE_COUNTS
   if [ -z "$counts" ]; then
     counts=train=120,val=100,test=100,transfer=30
-    [ "$name" = gliomamtl_adult ] && counts=train=120,val=100,test=300,transfer=30
   fi
   echo "== genotype path of $name"
   if ! "$PY" -m GliomaMTLLib.train.genotype_fit --model "$RUNS/bundles/$name" --cohort "$cohort" \
