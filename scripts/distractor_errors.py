@@ -8,11 +8,13 @@ ventricles, choroid plexus, vessels, dura, caps/WMH and bright grey matter are k
 voxel), so a model can be checked for those failure modes without real scans:
 
     python scripts/distractor_errors.py --model gliomamtl_adult --n 8 [--seed 900000] [--sequences t1c,t2f]
+    python scripts/distractor_errors.py --model gliomamtl_pediatric --cohort pediatric --n 24
 
 One row per case: whole-tumor Dice, false-positive volume (ml) and the share of it within 4 mm
 of the ventricles, then the predicted-tumor share of each look-alike structure's voxels (by the
 label a real error would take: NCR in the ventricles, ET on choroid/vessels/dura, ED on
-caps/WMH and bright grey matter). Prints a mean row. It measures, it asserts nothing.
+caps/WMH and bright grey matter; any tumor label for a whole-tumor model such as the pediatric
+one). Prints a mean row. It measures, it asserts nothing.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ def main() -> int:
     parser.add_argument("--model", default="gliomamtl_adult", help="bundle name or folder")
     parser.add_argument("--n", type=int, default=8, help="number of phantoms")
     parser.add_argument("--seed", type=int, default=900000, help="first phantom seed (outside the recipes' seeds)")
+    parser.add_argument("--cohort", choices=("adult", "pediatric"), default="adult", help="phantom cohort")
     parser.add_argument("--sequences", help="comma-separated subset given to the model (default: all it needs)")
     args = parser.parse_args()
 
@@ -44,12 +47,13 @@ def main() -> int:
 
     predictor = Predictor(args.model, device="cpu")
     keep = args.sequences.split(",") if args.sequences else None
-    head = ["case", "WT Dice", "FP ml", "FP <4mm vent"] + [f"{name}->{lab}" for name, lab, _ in CHECKS]
+    whole_tumor_only = len(predictor.label_names) == 1  # e.g. the pediatric model's {1: tumor}
+    head = ["case", "WT Dice", "FP ml", "FP <4mm vent"] + [f"{name}->{'tumor' if whole_tumor_only else lab}" for name, lab, _ in CHECKS]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     rows = []
     for i in range(args.n):
-        r = synthesize(args.seed + i, "adult")
+        r = synthesize(args.seed + i, args.cohort)
         case = r.case
         if keep:
             case.images = {k: v for k, v in case.images.items() if k in keep}
@@ -65,7 +69,8 @@ def main() -> int:
         shares = []
         for name, _, labels in CHECKS:
             region = (vent if name == "ventricles" else r.distractor_full(name) > 0.5) & ~wt_r
-            shares.append(np.isin(pred[region], labels).mean() if region.any() else np.nan)
+            hit = pred[region] > 0 if whole_tumor_only else np.isin(pred[region], labels)
+            shares.append(hit.mean() if region.any() else np.nan)
         row = [dice, fp_ml, near_share, *shares]
         rows.append(row)
         print(f"| {case.case_id} | " + " | ".join("n/a" if np.isnan(v) else f"{v:.3f}" for v in row) + " |")
