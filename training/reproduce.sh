@@ -30,8 +30,9 @@ MODELS=("$@")
 status=0
 # The recipe each shipped model is trained with: the adult network is the segmentation-only
 # cascade since 0.3.1 (its genotype comes from the feature path fitted below),
-# on 480 phantoms since 0.4.0.
-recipe_of() { case "$1" in gliomamtl_adult) echo gliomamtl_adult_large ;; *) echo "$1" ;; esac; }
+# on 480 phantoms since 0.4.0; the pediatric one likewise without its BRAF head since 0.3.0.
+recipe_of() { case "$1" in gliomamtl_adult) echo gliomamtl_adult_large ;;
+  gliomamtl_pediatric) echo gliomamtl_pediatric_large ;; *) echo "$1" ;; esac; }
 for name in "${MODELS[@]}"; do
   run="$RUNS/$name"
   recipe=$(recipe_of "$name")
