@@ -181,6 +181,7 @@ def test_shipped_recipes_of_issue_11():
         assert candidate["tasks"] == {} and candidate["stages"]["main"]["batch_size"] == 8
         assert candidate["stages"]["main"]["network"] == base["stages"]["main"]["network"]
         assert candidate["train"]["loader_workers"] == 0  # worker processes only where gpu_train.sh asks
+        assert candidate["export"]["version"] not in ("0.3.1", "0.4.0")  # never a shipped version's name
         for stage in ("localizer", "main"):
             assert stage_cache_dir(candidate, stage, "runs/x") == stage_cache_dir(adult, stage, "runs/x")
 
