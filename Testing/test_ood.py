@@ -7,6 +7,7 @@ flagged. The Mahalanobis threshold and the core-count limit were set on developm
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -53,10 +54,17 @@ def test_healthy_brain_is_out_of_distribution() -> None:
     assert d > path.model.ood.threshold
 
 
+@functools.lru_cache(maxsize=1)
+def _shipped_predictor():
+    """The shipped adult Predictor, loaded once for the tests that predict phantoms."""
+    from GliomaMTLLib.inference import Predictor
+
+    return Predictor("gliomamtl_adult", device="cpu", num_threads=1)
+
+
 def _small_phantom_prediction(seed: int, subject=None):
     """A 3 mm phantom of the generator (optionally with a given subject) through the shipped pipeline."""
     import GliomaMTLLib.synth.generator as generator
-    from GliomaMTLLib.inference import Predictor
 
     if subject is not None:
         original = generator.sample_subject
@@ -66,7 +74,7 @@ def _small_phantom_prediction(seed: int, subject=None):
     finally:
         if subject is not None:
             generator.sample_subject = original
-    predictor = Predictor("gliomamtl_adult", device="cpu", num_threads=1)
+    predictor = _shipped_predictor()
     return predictor.predict(case), predictor
 
 
@@ -105,7 +113,6 @@ def test_metastasis_like_phantom_is_out_of_distribution() -> None:
 def test_non_brain_volume_gets_no_genotype() -> None:
     """A 2 mm box holding a bright cylinder (a bottle phantom), through the whole shipped pipeline:
     the genotype is withheld, with a reason."""
-    from GliomaMTLLib.inference import Predictor
     from GliomaMTLLib.io.case import Case
     from GliomaMTLLib.io.geometry import Geometry
 
@@ -119,7 +126,7 @@ def test_non_brain_volume_gets_no_genotype() -> None:
         v = np.where(cylinder, 800.0 + 200.0 * i + rng.normal(0, 20, shape), 0.0)
         images[seq] = v.astype(np.float32)
     geom = Geometry(size=shape[::-1], spacing=(2.0, 2.0, 2.0), origin=(0.0, 0.0, 0.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1))
-    prediction = Predictor("gliomamtl_adult", device="cpu", num_threads=1).predict(Case("bottle", images, geom))
+    prediction = _shipped_predictor().predict(Case("bottle", images, geom))
     calls = prediction.calls()
     assert calls and all(not c["available"] for c in calls.values())
     assert any("unlike the training data" in w or "no tumor" in w for w in prediction.warnings)

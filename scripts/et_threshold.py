@@ -26,17 +26,22 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from GliomaMTLLib.metrics.segmentation import region_dice  # noqa: E402
+
 CANDIDATES = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 EXTRA_SEED = 1_600_000
 
 
-def et_dice_at(pred_et: np.ndarray, ref_et: np.ndarray, voxel_ml: float, thresholds) -> list[float]:
-    """ET Dice (BraTS: both empty = 1) when ET under each threshold (ml) is relabelled."""
-    from GliomaMTLLib.metrics.segmentation import region_dice
+def et_dice_at(pred_labels: np.ndarray, ref_labels: np.ndarray, voxel_ml: float, thresholds) -> list[float]:
+    """ET Dice (BraTS: both empty = 1) after the shipped small-ET rule at each threshold (ml)."""
+    from GliomaMTLLib.inference.postprocess import PostprocessConfig, apply_postprocess
+    from GliomaMTLLib.labels import ET, NCR
 
-    volume = float(pred_et.sum()) * voxel_ml
-    kept, dropped = region_dice(pred_et, ref_et, (1,)), region_dice(np.zeros_like(pred_et), ref_et, (1,))
-    return [kept if volume >= t else dropped for t in thresholds]
+    out = []
+    for t in thresholds:
+        labels, _ = apply_postprocess(pred_labels.copy(), [NCR, ET], voxel_ml, PostprocessConfig(et_min_ml=t, min_component_ml=0))
+        out.append(region_dice(labels, ref_labels, (ET,)))
+    return out
 
 
 def _cases(args):
@@ -49,8 +54,7 @@ def _cases(args):
     for group, split in (("tune", args.tune), ("report", args.report)):
         if args.only and group != args.only:
             continue
-        specs, cases = split_cases(recipe, split)
-        for case in cases:
+        for case in split_cases(recipe, split)[1]:
             yield group, case
         if group == "tune":
             for i in range(args.extra):
@@ -94,7 +98,7 @@ def main() -> int:
                 prediction = predictor.predict(case)
                 voxel_ml = case.geometry.voxel_volume_ml
                 pred_et, ref_et = prediction.labels == ET, case.label == ET
-                dice = et_dice_at(pred_et, ref_et, voxel_ml, CANDIDATES)
+                dice = et_dice_at(prediction.labels, case.label, voxel_ml, CANDIDATES)
                 writer.writerow([group, case.case_id, f"{ref_et.sum() * voxel_ml:.3f}", f"{pred_et.sum() * voxel_ml:.3f}",
                                  *[f"{d:.4f}" for d in dice]])
                 f.flush()

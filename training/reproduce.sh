@@ -51,10 +51,7 @@ for name in "${MODELS[@]}"; do
   cohort=adult
   [[ "$name" == *pediatric* ]] && cohort=pediatric
   version=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['version'])" "Resources/Models/$name/model.json")
-  counts=$GENOTYPE_COUNTS
-  if [ -z "$counts" ]; then
-    counts=train=120,val=100,test=100,transfer=30
-  fi
+  counts=${GENOTYPE_COUNTS:-train=120,val=100,test=100,transfer=30}
   echo "== genotype path of $name"
   if ! "$PY" -m GliomaMTLLib.train.genotype_fit --model "$RUNS/bundles/$name" --cohort "$cohort" \
       --cache "$RUNS/genotype/$name/cache" --counts "$counts" --collect --workers "$WORKERS" \
