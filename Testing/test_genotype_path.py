@@ -63,6 +63,21 @@ def test_features_see_enhancement_and_multifocality() -> None:
     assert many[s] < 0.6 * ring[s]
 
 
+def test_calcification_focus_sees_small_dark_foci_inside_the_core_not_its_border() -> None:
+    probs, image, depth, position = _inputs(_probs(*_ring((8, 8, 8), 5, enhancing=0.02)), seed=1)
+    i = FEATURE_NAMES.index("calcification_focus")
+    plain = radiological_features(probs, image, depth, position, (1.5,) * 3)[i]
+    calcified = image.clone()
+    for z, y, x in ((7, 8, 8), (9, 9, 6), (6, 10, 9), (9, 6, 10)):  # four 1-voxel foci dark on T2 and FLAIR
+        calcified[2:, z, y, x] -= 3.0
+    focal = radiological_features(probs, calcified, depth, position, (1.5,) * 3)[i]
+    assert focal > plain + 1.0
+    # dark tissue just outside the core (normal white matter around a tumor) is not a calcification
+    outside = image.clone()
+    outside[2:, :, :, :2] -= 3.0
+    assert radiological_features(probs, outside, depth, position, (1.5,) * 3)[i] == pytest.approx(float(plain), abs=0.3)
+
+
 def test_feature_input_shapes_are_checked() -> None:
     probs, image, depth, position = _inputs(_probs(*_ring((8, 8, 8), 4)))
     with pytest.raises(ValueError, match="must lie on the probs grid"):

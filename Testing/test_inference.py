@@ -451,6 +451,62 @@ def test_postprocess_settings_come_from_the_bundle_and_can_be_overridden(tmp_pat
         PostprocessConfig.from_dict({"et_min": 1})
 
 
+def test_unsure_enhancing_tumor_becomes_necrosis_but_large_or_confident_et_stays():
+    from GliomaMTLLib.inference.postprocess import apply_postprocess, et_mean_probability
+
+    config = PostprocessConfig(et_min_ml=0.0, min_component_ml=0.0, et_min_confidence=0.8, et_confidence_max_ml=10.0)
+    names = {1: "ncr", 2: "ed", 3: "et"}
+    voxel_ml = 0.001
+    labels = np.zeros((20, 20, 20), np.uint8)
+    labels[5:15, 5:15, 5:15] = 2
+    labels[8:12, 8:12, 8:12] = 3  # 64 voxels = 0.064 ml of ET
+    et = labels == 3
+    unsure = np.where(et, 0.7, 0.1).astype(np.float32)
+    out, notes = apply_postprocess(labels.copy(), names, voxel_ml, config, et_probability=unsure)
+    assert not (out == 3).any() and np.array_equal(out == 1, et) and (out == 2).sum() == (labels == 2).sum()
+    assert any("mean probability of 0.70" in n and "relabelled as necrotic core" in n for n in notes)
+    sure = np.where(et, 0.9, 0.1).astype(np.float32)
+    out, notes = apply_postprocess(labels.copy(), names, voxel_ml, config, et_probability=sure)
+    assert np.array_equal(out == 3, et) and not notes
+    # ET of at least et_confidence_max_ml is never removed by the rule
+    out, _ = apply_postprocess(labels.copy(), names, 0.2, config, et_probability=unsure)  # 12.8 ml of ET
+    assert np.array_equal(out == 3, et)
+    # without the probability (or with the rule off) nothing happens
+    out, notes = apply_postprocess(labels.copy(), names, voxel_ml, config)
+    assert np.array_equal(out == 3, et) and not notes
+    # a probability given on a box of the grid: ET outside it counts with probability 0
+    box = (slice(8, 12), slice(8, 12), slice(8, 12))
+    assert et_mean_probability(labels, np.full((4, 4, 4), 0.9, np.float32), box, voxel_ml) == (pytest.approx(0.9), pytest.approx(0.064))
+    half = (slice(8, 10), slice(8, 12), slice(8, 12))
+    assert et_mean_probability(labels, np.full((2, 4, 4), 0.9, np.float32), half, voxel_ml)[0] == pytest.approx(0.45)
+    with pytest.raises(ValueError, match="does not match the label box"):
+        et_mean_probability(labels, np.zeros((3, 4, 4), np.float32), box, voxel_ml)
+    assert et_mean_probability(np.zeros((4, 4, 4), np.uint8), np.zeros((4, 4, 4), np.float32), None, voxel_ml) == (None, 0.0)
+    with pytest.raises(ValueError, match="et_min_confidence is a probability"):
+        PostprocessConfig(et_min_confidence=1.5)
+
+
+class UnsureNet(IntensityNet):
+    """ET where the last channel's z-score exceeds 2, at a probability of about 0.73 (logit 1 against 0)."""
+
+    def forward(self, x, tabular=None, with_genotype=True, with_dist=True):
+        out = super().forward(x, tabular, with_genotype, with_dist)
+        out["seg"][:, self.blob_label] = torch.where(x[:, -1] > 2.0, 1.0, -20.0)
+        return out
+
+
+def test_predictor_relabels_unsure_enhancing_tumor_with_a_note(tmp_path):
+    bundle = tiny_bundle(tmp_path / "b", main_spacing=None, postprocess={"et_min_ml": 0.0, "et_min_confidence": 0.8})
+    case, blob = blob_case(GEOMETRIES["lps"], center=(18, 22, 20), radius=5.0)
+    n = bundle.meta["stages"]["main"]["network"]["num_seg_classes"]
+    nets = {"main": UnsureNet(n, bundle.tasks, 3), "localizer": IntensityNet(n, {}, 3)}
+    relabelled = Predictor(bundle, device="cpu", networks=nets).predict(case)
+    assert not (relabelled.labels == 3).any() and dice(relabelled.labels == 1, blob) > 0.9
+    assert any("unsure this tumor enhances" in w for w in relabelled.warnings)
+    kept = Predictor(bundle, device="cpu", networks=nets, postprocess={"et_min_confidence": 0.7}).predict(case)
+    assert dice(kept.labels == 3, blob) > 0.9 and not any("unsure" in w for w in kept.warnings)
+
+
 # ---------------------------------------------------------------------------- input checks
 
 

@@ -145,6 +145,13 @@ def test_bad_flag_value_names_the_flag(cases, bundle_dir, tmp_path, capsys, no_c
     assert "model.json" not in line
 
 
+@pytest.mark.parametrize("value", ["1.5", "-0.1"])
+def test_confidence_outside_0_1_names_the_flag(cases, bundle_dir, tmp_path, capsys, no_computation, value):
+    assert predict([cases / "A", "--out", tmp_path / "o", "--et-min-confidence", value], bundle_dir) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert f"--et-min-confidence must be a probability in [0, 1] (0 disables the rule), got {float(value):g}" in line
+
+
 def test_bad_flag_with_progress_json_is_an_error_event(cases, bundle_dir, tmp_path, capsys, no_computation):
     assert predict([cases / "A", "--out", tmp_path / "o", "--et-min-ml", "-1", "--progress-json"], bundle_dir) == 1
     events = [parse_event(line) for line in capsys.readouterr().out.strip().splitlines()]

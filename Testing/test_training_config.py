@@ -164,8 +164,10 @@ def test_shipped_recipes_of_issue_11():
     assert "gliomamtl_pediatric) echo gliomamtl_pediatric_large" in (REPO / "training" / "reproduce.sh").read_text()
     base = load_recipe("gliomamtl_adult_segonly")  # adult 0.3.1, the network of every later adult recipe
     assert (base["export"]["name"], base["export"]["version"]) == ("gliomamtl_adult", "0.3.1")
-    large = load_recipe("gliomamtl_adult_large")  # adult 0.4.0, shipped: 0.3.1 on three times the phantoms
-    assert (large["export"]["name"], large["export"]["version"]) == ("gliomamtl_adult", "0.4.0")
+    large = load_recipe("gliomamtl_adult_large")  # adult 0.4.x, shipped: 0.3.1 on three times the phantoms
+    assert (large["export"]["name"], large["export"]["version"]) == ("gliomamtl_adult", "0.4.1")
+    assert large["postprocess"]["et_min_confidence"] == 0.7  # 0.4.1: the unsure-ET rule; 0.3.1 has none
+    assert base["postprocess"]["et_min_confidence"] == 0.0
     assert large["stages"]["main"]["network"] == base["stages"]["main"]["network"] and large["tasks"] == {}
     assert large["data"]["n_train"] == 3 * base["data"]["n_train"] == 480
     assert base["tasks"] == {} and base["stages"]["main"]["network"]["tasks"] == {}
@@ -181,7 +183,7 @@ def test_shipped_recipes_of_issue_11():
         assert candidate["tasks"] == {} and candidate["stages"]["main"]["batch_size"] == 8
         assert candidate["stages"]["main"]["network"] == base["stages"]["main"]["network"]
         assert candidate["train"]["loader_workers"] == 0  # worker processes only where gpu_train.sh asks
-        assert candidate["export"]["version"] not in ("0.3.1", "0.4.0")  # never a shipped version's name
+        assert candidate["export"]["version"] not in ("0.3.1", "0.4.0", "0.4.1")  # never a shipped version's name
         for stage in ("localizer", "main"):
             assert stage_cache_dir(candidate, stage, "runs/x") == stage_cache_dir(adult, stage, "runs/x")
 

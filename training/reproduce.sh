@@ -12,9 +12,9 @@
 # $RUNS/bundles/<name> (held-out evaluation on the synthetic test split, temperatures fitted on
 # the validation split) -> compare its metrics with the shipped bundle's -> fit the
 # radiological-feature genotype path to the new weights' own segmentations (phantoms generated and
-# predicted into $RUNS/genotype/<name>/cache, resumable; GENOTYPE_COUNTS, default
-# train=120,val=100,test=100,transfer=30 for both models, as
-# their cards; WORKERS processes, default 2) and compare its test AUC
+# predicted into $RUNS/genotype/<name>/cache, resumable; GENOTYPE_COUNTS, default as each card:
+# adult train=320,val=100,test=200,transfer=30 (since 0.4.1), pediatric
+# train=120,val=100,test=100,transfer=30; WORKERS processes, default 2) and compare its test AUC
 # and ECE with the shipped bundle's. Exit status 1 if any metric differs by more than TOLERANCE. Same seeds, same recipe: on the same hardware and thread
 # count the weights come out bit-identical; elsewhere floating-point order differs, hence the
 # tolerance. On a GPU add e.g. TRAIN_ARGS="--set train.device=cuda".
@@ -30,7 +30,7 @@ MODELS=("$@")
 status=0
 # The recipe each shipped model is trained with: the adult network is the segmentation-only
 # cascade since 0.3.1 (its genotype comes from the feature path fitted below),
-# on 480 phantoms since 0.4.0; the pediatric one likewise without its BRAF head since 0.3.0.
+# on 480 phantoms since 0.4.0 (0.4.1: same weights, the unsure-ET rule in the recipe); the pediatric one likewise without its BRAF head since 0.3.0.
 recipe_of() { case "$1" in gliomamtl_adult) echo gliomamtl_adult_large ;;
   gliomamtl_pediatric) echo gliomamtl_pediatric_large ;; *) echo "$1" ;; esac; }
 for name in "${MODELS[@]}"; do
@@ -51,7 +51,9 @@ for name in "${MODELS[@]}"; do
   cohort=adult
   [[ "$name" == *pediatric* ]] && cohort=pediatric
   version=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['version'])" "Resources/Models/$name/model.json")
-  counts=${GENOTYPE_COUNTS:-train=120,val=100,test=100,transfer=30}
+  default_counts=train=120,val=100,test=100,transfer=30
+  [ "$name" = gliomamtl_adult ] && default_counts=train=320,val=100,test=200,transfer=30
+  counts=${GENOTYPE_COUNTS:-$default_counts}
   echo "== genotype path of $name"
   if ! "$PY" -m GliomaMTLLib.train.genotype_fit --model "$RUNS/bundles/$name" --cohort "$cohort" \
       --cache "$RUNS/genotype/$name/cache" --counts "$counts" --collect --workers "$WORKERS" \

@@ -74,6 +74,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--et-min-ml", type=float, default=None,
                         help="relabel enhancing tumor as necrotic core when its volume is below this (ml); "
                              "default from the model (0.5 ml), 0 disables")
+    parser.add_argument("--et-min-confidence", type=float, default=None,
+                        help="relabel enhancing tumor smaller than the model's et_confidence_max_ml as necrotic "
+                             "core when its mean probability is below this (0-1); default from the model, 0 disables")
     parser.add_argument("--min-component-ml", type=float, default=None,
                         help="remove tumor components smaller than this (ml), keeping the largest; default from "
                              "the model, 0 disables")
@@ -131,6 +134,9 @@ def check_options(args: argparse.Namespace) -> None:
         value = getattr(args, flag, None)
         if value is not None and not (value >= 0 and value != float("inf")):
             raise ValueError(f"--{flag.replace('_', '-')} must be a number >= 0 (ml; 0 disables the rule), got {value:g}")
+    confidence = getattr(args, "et_min_confidence", None)
+    if confidence is not None and not 0.0 <= confidence <= 1.0:
+        raise ValueError(f"--et-min-confidence must be a probability in [0, 1] (0 disables the rule), got {confidence:g}")
 
 
 def prepare_out(folder: str | Path) -> Path:
@@ -145,7 +151,8 @@ def prepare_out(folder: str | Path) -> Path:
 def make_predictor(args: argparse.Namespace, progress: Any = None) -> Any:
     from GliomaMTLLib.inference import Predictor
 
-    overrides = {"et_min_ml": args.et_min_ml, "min_component_ml": args.min_component_ml}
+    overrides = {"et_min_ml": args.et_min_ml, "min_component_ml": args.min_component_ml,
+                 "et_min_confidence": getattr(args, "et_min_confidence", None)}
     return Predictor(args.model, device=args.device, engine=args.engine, postprocess=overrides, progress=progress,
                      tta=getattr(args, "tta", None))
 

@@ -63,7 +63,11 @@ FEATURE_NAMES: tuple[str, ...] = (
     "cyst_share_wt",  # share of the tumor FLAIR-darker than its solid part by > 1 brain sd (cyst, fluid core)
     "flair_sd_wt",  # FLAIR heterogeneity inside the tumor
     "infratentorial_share",  # share in the posterior fossa (inferior and posterior)
+    "calcification_focus",  # strongest T2- and FLAIR-dark focus inside the core, against its 3-voxel neighbourhood
 )
+#: Voxels averaged for ``calcification_focus``: a few, so one calcified focus of 1-2 mm counts but a
+#: single noisy voxel does not decide it.
+CALC_FOCUS_VOXELS = 4
 
 _EPS = 1e-6
 _T1N, _T1C, _T2W, _T2F = "t1n", "t1c", "t2w", "t2f"
@@ -153,6 +157,12 @@ def radiological_features(
     # FLAIR level of the solid (brighter-than-average) tumor; a cyst is > 1 brain sd darker than it
     flair_solid = _wmean(t2f, wt_in * torch.sigmoid((t2f - flair_wt) / 0.25))
     lateral = torch.abs(left)
+    # calcification-like foci: darker on T2 and FLAIR than their immediate surroundings, away from
+    # the core's border (where normal tissue is dark too); a mean-of-core threshold misses them
+    tc_in = tc * torch.clamp(_box_mean(tc, 5), 0.0, 1.0) ** 4
+    local_dark = 0.5 * ((_box_mean(t2w, 3) - t2w) + (_box_mean(t2f, 3) - t2f))
+    focus = (local_dark * tc_in).flatten()
+    calc_focus = focus.topk(min(CALC_FOCUS_VOXELS, focus.numel())).values.mean()
 
     feats = [
         torch.log1p(v_wt * voxel_ml),
@@ -186,6 +196,7 @@ def radiological_features(
         _wmean(torch.sigmoid((flair_solid - 1.0 - t2f) / 0.2), wt_in),
         flair_sd,
         _wmean(torch.sigmoid((-sup - 0.35) / 0.1) * torch.sigmoid((-ant - 0.05) / 0.1), wt),
+        calc_focus,
     ]
     out = torch.stack([f.to(dtype) for f in feats])
     assert out.shape[0] == len(FEATURE_NAMES)

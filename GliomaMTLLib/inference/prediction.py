@@ -32,6 +32,10 @@ class BoxedVolumes(Mapping[str, np.ndarray]):
         full[self.slices] = self._values[name]
         return full
 
+    def box_values(self, name: str) -> np.ndarray:
+        """The stored part (inside :attr:`slices`) of one volume, not copied."""
+        return self._values[name]
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._values)
 

@@ -78,6 +78,7 @@ from GliomaMTLLib.inference.task_logits import TaskLogits, build_task_logits
 from GliomaMTLLib.inference.windows import sliding_window_probs
 from GliomaMTLLib.genotype.path import age_status, ood_warning
 from GliomaMTLLib.io.case import Case
+from GliomaMTLLib.labels import ET
 from GliomaMTLLib.io.validation import MissingSequenceError
 from GliomaMTLLib.nets import NetConfig
 from GliomaMTLLib.preprocess import (
@@ -258,7 +259,7 @@ class Predictor:
         engine: ``"auto"`` (ONNX Runtime on the CPU when installed, else PyTorch), ``"torch"`` or
             ``"onnx"``; see :mod:`GliomaMTLLib.inference.engines`.
         postprocess: overrides of the bundle's ``"postprocess"`` settings (``et_min_ml``,
-            ``min_component_ml``).
+            ``min_component_ml``, ``et_min_confidence``, ``et_confidence_max_ml``).
         networks: stage -> network to use instead of the bundle's weights (tests, experiments).
         progress: callback ``(fraction, message)``.
         tta: test-time flips for the main stage's segmentation (the softmax averaged over the
@@ -465,8 +466,11 @@ class Predictor:
             labels, region_probs = self._to_input_grid(probs, box, pre_main.record)
 
         with timer("postprocess"):
+            et_region = next((n for n, m in self.regions.items() if tuple(m) == (ET,)), None)
             labels, notes = apply_postprocess(labels, self.label_names, case.geometry.voxel_volume_ml, self.postprocess_config,
-                                              brain_image=case.images[case.sequences[0]])  # grid reference's brain
+                                              brain_image=case.images[case.sequences[0]],  # grid reference's brain
+                                              et_probability=region_probs.box_values(et_region) if et_region else None,
+                                              et_probability_box=region_probs.slices)
             volumes = volumes_ml(labels, self.label_names, self.regions, case.geometry.voxel_volume_ml)
             genotype = self._genotype(logits)
         warnings += notes

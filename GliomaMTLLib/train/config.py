@@ -205,6 +205,8 @@ EXPORT_DEFAULTS: dict[str, Any] = {
 POSTPROCESS_DEFAULTS: dict[str, Any] = {
     "et_min_ml": 0.0,  # paper 004: predicted ET below this volume becomes NCR (500 voxels at 1 mm = 0.5 ml)
     "min_component_ml": 0.0,  # whole-tumor components below this are removed (the largest is kept)
+    "et_min_confidence": 0.0,  # ET under et_confidence_max_ml whose mean probability is below this becomes NCR
+    "et_confidence_max_ml": 10.0,
 }
 
 TOP_DEFAULTS: dict[str, Any] = {
