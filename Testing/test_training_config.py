@@ -178,6 +178,14 @@ def test_shipped_recipes_of_issue_11():
     for stage in ("localizer", "main"):  # shares the prepared phantoms
         assert stage_cache_dir(base, stage, "runs/x") == stage_cache_dir(adult, stage, "runs/x")
     assert "gliomamtl_adult) echo gliomamtl_adult_large" in (REPO / "training" / "reproduce.sh").read_text()
+    longer = load_recipe("gliomamtl_adult_longer")  # candidate: the shipped weights trained further
+    assert longer["export"]["version"] not in ("0.3.1", "0.4.0", "0.4.1")
+    assert longer["stages"]["main"]["network"] == base["stages"]["main"]["network"]
+    assert {s: longer["stages"][s]["init"] for s in ("localizer", "main")} == {
+        "localizer": "Resources/Models/gliomamtl_adult", "main": "Resources/Models/gliomamtl_adult"}
+    assert [p["iterations"] for p in longer["stages"]["localizer"]["phases"]] == [0]  # copied unchanged
+    for stage in ("localizer", "main"):  # the 480 phantoms large was trained on
+        assert stage_cache_dir(longer, stage, "runs/x") == stage_cache_dir(large, stage, "runs/x")
     for name in ("gliomamtl_adult_batch8", "gliomamtl_adult_gpu"):  # the batch-8 candidates: same network
         candidate = load_recipe(name)
         assert candidate["tasks"] == {} and candidate["stages"]["main"]["batch_size"] == 8
