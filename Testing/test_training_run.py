@@ -59,7 +59,12 @@ def test_recipe_trains_on_small_synthetic_data(name, cache_dir, tmp_path):
     assert info["status"] == "finished"
     plan = schedule_plan(recipe)
     assert info["iterations"] == sum(n for *_, n in plan) == len(plan)
-    log = read_log(tmp_path / name)
+    entries = read_log(tmp_path / name)
+    # a warm-started stage (stages.<stage>.init, e.g. gliomamtl_adult_longer) logs what it copied
+    inits = {e["stage"]: e for e in entries if e.get("event") == "init"}
+    assert set(inits) == {s for s, conf in recipe["stages"].items() if conf["init"]}
+    assert all(e["copied"] > 0 for e in inits.values())
+    log = [e for e in entries if "iteration" in e]
     assert [e["iteration"] for e in log] == list(range(1, len(plan) + 1))
     assert [(e["stage"], e["phase"]) for e in log] == [(s, p) for s, _, p, _ in plan]
     for entry in log:
