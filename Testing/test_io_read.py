@@ -488,3 +488,78 @@ def test_flipped_grid_same_field_of_view_is_resampled_exactly(tmp_path: Path) ->
     case = read_case(tmp_path / "c")
     np.testing.assert_allclose(case.images["t1c"], arr, rtol=1e-6)
     assert case.warnings  # it was a different grid, so it says so
+
+
+# --------------------------------------------------------------------------- concurrent reading
+
+
+def test_concurrent_read_reports_the_first_bad_file_in_sequence_order(tmp_path: Path) -> None:
+    """Sequences are read at once; the error is still that of the first bad file (t1c before t2f)."""
+    save(tmp_path / "c" / "t1n.nii.gz", volume(0))
+    save(tmp_path / "c" / "t2w.nii.gz", volume(2))
+    first = tmp_path / "c" / "t1c.nii.gz"
+    first.write_bytes(b"not an image")
+    last = save(tmp_path / "c" / "t2f.nii.gz", np.zeros(SHAPE, dtype=np.float32))  # all zero
+    for _ in range(3):  # whichever thread fails first, the message is the same
+        with pytest.raises(UnreadableFileError, match=fname(first)) as info:
+            read_case(tmp_path / "c")
+        assert fname(last) not in str(info.value)
+
+
+def test_concurrent_read_equals_serial_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Threads change nothing: the same arrays, grid and warnings, in sequence order."""
+    import GliomaMTLLib.io.readers as readers
+
+    spacing = (1.0, 1.5, 2.0)
+    save(tmp_path / "c" / "t1n.nii.gz", volume(0), spacing=spacing)
+    for i, (key, shift) in enumerate([("t1c", 2.0), ("t2w", 0.0), ("t2f", 1.0)], start=1):
+        arr = volume(i)[None] if key == "t2w" else volume(i)  # t2w: a 4D singleton, squeezed with a note
+        image = sitk.GetImageFromArray(arr, isVector=False)
+        image.SetSpacing(spacing + ((1.0,) if key == "t2w" else ()))
+        image.SetOrigin((shift, 0.0, 0.0) + ((0.0,) if key == "t2w" else ()))
+        sitk.WriteImage(image, str(tmp_path / "c" / f"{key}.nrrd"))
+    monkeypatch.setattr(readers, "READ_THREADS", 1)
+    serial = read_case(tmp_path / "c")
+    monkeypatch.setattr(readers, "READ_THREADS", 4)
+    concurrent = read_case(tmp_path / "c")
+    assert list(concurrent.images) == list(SEQUENCES) == list(serial.images)
+    for key in SEQUENCES:
+        np.testing.assert_array_equal(concurrent.images[key], serial.images[key])
+    assert concurrent.geometry.same_grid(serial.geometry)
+    assert concurrent.warnings == serial.warnings
+    # t1c resampled, t2w squeezed, t2f resampled: in that order
+    assert ["t1c" in w and "resampled" in w for w in concurrent.warnings] == [True, False, False]
+    assert "squeezed to 3D" in concurrent.warnings[1] and "t2w" in concurrent.warnings[1]
+    assert "t2f" in concurrent.warnings[2] and "resampled" in concurrent.warnings[2]
+
+
+def test_prefetched_case_reads_the_same_and_a_changed_file_is_read_again(tmp_path: Path) -> None:
+    """The command line starts reading before the model loads; read_case takes only unchanged files."""
+    import os
+
+    from GliomaMTLLib.io.readers import _PREFETCHED, prefetch_case
+
+    folder = tmp_path / "c"
+    for i, key in enumerate(SEQUENCES):
+        save(folder / f"{key}.nii.gz", volume(i))
+    prefetch_case(folder)
+    assert len([k for k in _PREFETCHED if k[0].startswith(str(folder.resolve()))]) == 4
+    changed = save(folder / "t2f.nii.gz", volume(9))  # rewritten after the prefetch started
+    os.utime(changed, ns=(10**18, 10**18))  # a new mtime even on coarse-clock file systems
+    case = read_case(folder)
+    for i, key in enumerate(SEQUENCES):
+        np.testing.assert_array_equal(case.images[key], volume(9 if key == "t2f" else i))
+    # consumed: nothing of the three unchanged files is left behind
+    assert not [k for k in _PREFETCHED if k[0].startswith(str(folder.resolve())) and "t2f" not in k[0]]
+
+
+def test_prefetched_bad_file_raises_at_read_with_its_message(tmp_path: Path) -> None:
+    from GliomaMTLLib.io.readers import prefetch_case
+
+    save(tmp_path / "c" / "t1n.nii.gz", volume(0))
+    bad = tmp_path / "c" / "t2f.nii.gz"
+    bad.write_bytes(b"this is not a NIfTI file at all")
+    prefetch_case(tmp_path / "c")  # raises nothing itself
+    prefetch_case(tmp_path / "no such folder")
+    with pytest.raises(UnreadableFileError, match=r"cannot read image file .*" + fname(bad)):
+        read_case(tmp_path / "c")

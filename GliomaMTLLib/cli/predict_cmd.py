@@ -240,6 +240,9 @@ def run(args: argparse.Namespace) -> int:
         out = prepare_out(args.out)  # before the model is loaded: an unusable --out fails in a second
         if args.cohort:
             return run_cohort(args, reporter)
+        from GliomaMTLLib.io.readers import prefetch_case
+
+        prefetch_case(source)  # the files are read while the model (and PyTorch) loads
         predictor = make_predictor(args, reporter)
         _, written, prediction = predict_one(predictor, source, out, args)
     except Exception as exc:

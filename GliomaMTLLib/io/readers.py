@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Sequence, Union
 
@@ -53,6 +55,8 @@ logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 CaseSource = Union[PathLike, Mapping[str, PathLike], Sequence[PathLike]]
+# Sequences of one case read at once: reading is mostly gzip inflation, which runs outside the GIL.
+READ_THREADS = 4
 
 
 def _resample_onto(
@@ -129,6 +133,13 @@ def read_volume(
     Raises:
         CaseInputError subclasses: missing, unreadable, not 3D, NaN/inf, constant, grid mismatch.
     """
+    array, image, geometry = _load_volume(path, notes)
+    return _place_volume(array, image, geometry, path, reference, reference_path, notes=notes,
+                         min_overlap=min_overlap, field_of_view=field_of_view)
+
+
+def _load_volume(path: PathLike, notes: list[str] | None) -> tuple[np.ndarray, sitk.Image, Geometry]:
+    """One MR volume as read and validated, on its own grid: (float32 array, image, its grid)."""
     image = read_sitk_image(path, notes)
     array = sitk.GetArrayFromImage(image)
     if np.issubdtype(array.dtype, np.floating):
@@ -137,7 +148,22 @@ def read_volume(
         array = array.astype(np.float32)
     check_finite(array, path)  # float64 values beyond the float32 range become inf
     check_not_constant(array, path)
-    geometry = Geometry.from_image(image)
+    return array, image, Geometry.from_image(image)
+
+
+def _place_volume(
+    array: np.ndarray,
+    image: sitk.Image,
+    geometry: Geometry,
+    path: PathLike,
+    reference: Geometry | None,
+    reference_path: PathLike | None,
+    *,
+    notes: list[str] | None,
+    min_overlap: float,
+    field_of_view: list[np.ndarray] | None,
+) -> tuple[np.ndarray, Geometry]:
+    """A loaded volume on ``reference`` (resampled when its grid differs), or on its own grid."""
     if reference is None or geometry.same_grid(reference):
         return array, (geometry if reference is None else reference)
     resampled = _onto_reference(
@@ -253,6 +279,69 @@ def _default_id(prefixes: list[str], paths: list[Path]) -> str:
     return split[0] if split else paths[0].name
 
 
+def _load_noted(path: PathLike) -> tuple[tuple[np.ndarray, sitk.Image, Geometry], list[str]]:
+    notes: list[str] = []
+    return _load_volume(path, notes), notes
+
+
+def _file_key(path: PathLike) -> tuple[str, int, int] | None:
+    """Identity of a file's current content for the prefetch: (resolved path, size, mtime); None if absent."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns
+
+
+# Files whose reading :func:`prefetch_case` started: file key -> future of (_load_volume result, notes).
+_PREFETCHED: dict[tuple[str, int, int], Future] = {}
+_PREFETCH_LOCK = threading.Lock()
+
+
+def prefetch_case(source: CaseSource) -> None:
+    """Start reading a case's MR sequence files in background threads; the next :func:`read_case`
+    of the same, unchanged files takes the result (errors included, raised there as a plain read
+    would raise them).
+
+    The command line calls this before loading the model, so that the files are read while PyTorch
+    is imported. A source that cannot be resolved is left alone: :func:`read_case` reports it.
+    """
+    try:
+        files, _, _ = resolve_case_files(source, labels=False)
+    except Exception:  # read_case raises the same problem with its full message
+        return
+    pool = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="gliomamtl-read")
+    with _PREFETCH_LOCK:
+        for key, path in files.items():
+            file_key = _file_key(path) if key in SEQUENCES else None
+            if file_key is not None:
+                _PREFETCHED[file_key] = pool.submit(_load_noted, path)
+    pool.shutdown(wait=False)
+
+
+def _take_prefetched(path: PathLike) -> Future | None:
+    file_key = _file_key(path)
+    with _PREFETCH_LOCK:
+        return _PREFETCHED.pop(file_key, None) if file_key is not None else None
+
+
+def _load_all(
+    files: Mapping[str, Path], notes: Mapping[str, list[str]]
+) -> dict[str, tuple[np.ndarray, sitk.Image, Geometry]]:
+    """:func:`_load_volume` of every file, concurrently (decompression and the NaN scan release the GIL),
+    or its prefetched result.
+
+    Errors are raised as a serial read would: that of the first failing file in ``files`` order.
+    """
+    with ThreadPoolExecutor(max_workers=min(len(files), READ_THREADS) or 1) as pool:
+        futures = {key: _take_prefetched(path) or pool.submit(_load_noted, path) for key, path in files.items()}
+        loaded = {}
+        for key, future in futures.items():
+            loaded[key], file_notes = future.result()
+            notes[key].extend(file_notes)
+        return loaded
+
+
 def read_case(
     source: CaseSource,
     *,
@@ -328,20 +417,24 @@ def read_case(
             [folder] if folder is not None else list(files.values()),
         )
 
-    notes: list[str] = []
     ref_path = files[ref_key]
-    ref_array, geometry = read_volume(ref_path, notes=notes)
-    images = {ref_key: ref_array}
+    read_notes: dict[str, list[str]] = {key: [] for key in present}
+    loaded = _load_all({key: files[key] for key in present}, read_notes)
+    images = {}
     fields_of_view: dict[str, np.ndarray] = {}
+    notes: list[str] = read_notes[ref_key]
+    images[ref_key], geometry = loaded[ref_key][0], loaded[ref_key][2]
     for key in present:
         if key == ref_key:
             continue
         fov: list[np.ndarray] = []
-        images[key], _ = read_volume(
-            files[key], geometry, ref_path, notes=notes, min_overlap=min_overlap, field_of_view=fov
+        notes += read_notes[key]
+        images[key], _ = _place_volume(
+            *loaded.pop(key), files[key], geometry, ref_path, notes=notes, min_overlap=min_overlap, field_of_view=fov
         )
         if fov:
             fields_of_view[key] = fov[0]
+    del loaded
     images = {k: images[k] for k in present}
     if check_registered and len(images) > 1:
         notes += check_registration(images, ref_key, files, fields_of_view)
