@@ -184,8 +184,13 @@ def test_shipped_recipes_of_issue_11():
     assert {s: longer["stages"][s]["init"] for s in ("localizer", "main")} == {
         "localizer": "Resources/Models/gliomamtl_adult", "main": "Resources/Models/gliomamtl_adult"}
     assert [p["iterations"] for p in longer["stages"]["localizer"]["phases"]] == [0]  # copied unchanged
-    for stage in ("localizer", "main"):  # the 480 phantoms large was trained on
-        assert stage_cache_dir(longer, stage, "runs/x") == stage_cache_dir(large, stage, "runs/x")
+    # 480 phantoms large never saw: none of its training, validation or test seeds
+    offsets = (0, 100_000, 200_000)  # train, val, test (GliomaMTLLib.train.data)
+    seeds = {k: {r["data"]["seed"] + o + i for o, n in zip(offsets, ("n_train", "n_val", "n_test"))
+                 for i in range(r["data"][n])} for k, r in (("large", large), ("longer", longer))}
+    assert len(seeds["longer"]) == len(seeds["large"]) == 480 + 40 + 100
+    assert not seeds["longer"] & seeds["large"]
+    assert stage_cache_dir(longer, "main", "runs/x") != stage_cache_dir(large, "main", "runs/x")
     for name in ("gliomamtl_adult_batch8", "gliomamtl_adult_gpu"):  # the batch-8 candidates: same network
         candidate = load_recipe(name)
         assert candidate["tasks"] == {} and candidate["stages"]["main"]["batch_size"] == 8
