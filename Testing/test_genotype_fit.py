@@ -100,3 +100,27 @@ def test_headless_fit_counts_lesions_and_declares_its_tasks_in_the_bundle(tmp_pa
     from GliomaMTLLib.inference import Predictor
 
     assert set(Predictor(bundle.folder, device="cpu", engine="torch").tasks) == set(TASKS)
+
+
+def test_shifted_development_phantoms_join_the_fit_and_held_out_splits_never_do() -> None:
+    """``train_shift`` (phantoms rendered with another contrast) is fitted on when asked for; the
+    default fit (``train`` + ``val``) ignores it; ``test`` or ``transfer`` as development is refused."""
+    import pytest
+
+    from GliomaMTLLib.train.genotype_fit import SPLITS, _parse_counts
+
+    rng = np.random.default_rng(7)
+    data = {"train": _split(120, rng), "val": _split(80, rng), "train_shift": _split(60, rng), "test": _split(100, rng)}
+    quiet = lambda m: None  # noqa: E731
+    with_shift = fit_and_measure(data, TASKS, band=(0.35, 0.65), temperatures={}, log=quiet,
+                                 development=("train", "val", "train_shift"))
+    assert with_shift["spec"]["development_splits"] == ["train", "val", "train_shift"]
+    assert with_shift["spec"]["n_development"] == 260
+    without = fit_and_measure(data, TASKS, band=(0.35, 0.65), temperatures={}, log=quiet)
+    assert without["spec"]["development_splits"] == ["train", "val"] and without["spec"]["n_development"] == 200
+    assert without["spec"]["mean"] != with_shift["spec"]["mean"]  # standardized on different pools
+    with pytest.raises(ValueError, match=r"include a held-out split"):
+        fit_and_measure(data, TASKS, band=(0.35, 0.65), temperatures={}, log=quiet, development=("train", "test"))
+    assert _parse_counts("train=3,train_shift=2,transfer=1") == {"train": 3, "train_shift": 2, "transfer": 1}
+    with pytest.raises(SystemExit, match=r"expected split=N for " + ", ".join(SPLITS) + r"; got 'shift=2'"):
+        _parse_counts("train=3,shift=2")

@@ -21,9 +21,12 @@ from GliomaMTLLib.io.atomic import atomic_path
 from GliomaMTLLib.preprocess import CropBox, crop
 
 #: Seeds of the feature-path phantoms; far from the CNN recipes' seeds (5000 + 0/100000/200000).
-SPLIT_SEEDS = {"train": 1_000_000, "val": 1_100_000, "test": 1_200_000, "transfer": 1_300_000}
-#: Rendering settings per split: ``transfer`` uses a contrast spread training never saw.
-SPLIT_RENDER: dict[str, dict[str, float]] = {"train": {}, "val": {}, "test": {}, "transfer": {"contrast_spread": 1.8}}
+SPLIT_SEEDS = {"train": 1_000_000, "train_shift": 1_050_000, "val": 1_100_000, "test": 1_200_000,
+               "transfer": 1_300_000}
+#: Rendering settings per split: ``transfer`` uses a contrast spread training never saw (1.8);
+#: ``train_shift`` (optional development phantoms) one between it and the networks' training (1.4).
+SPLIT_RENDER: dict[str, dict[str, float]] = {"train": {}, "train_shift": {"contrast_spread": 1.4}, "val": {},
+                                             "test": {}, "transfer": {"contrast_spread": 1.8}}
 
 
 class CapturingPredictor(Predictor):

@@ -12,7 +12,8 @@ Stages (each reads what the one before left on disk, so a killed run resumes):
    training never used), run the bundle through :class:`~GliomaMTLLib.inference.Predictor`, keep
    its genotype window, soft segmentation and location maps (one ``.npz`` per case).
 2. Features of every cached case (the model's own segmentation, never the reference labels).
-3. Per task, on the development pool (``train`` + ``val``): standardization; class-balanced L2
+3. Per task, on the development pool (``--development``, default ``train`` + ``val``; the optional
+   ``train_shift`` split is rendered with contrast spread 1.4): standardization; class-balanced L2
    logistic regression, its strength chosen by 5-fold cross-validated AUC; Platt calibration on
    5-fold out-of-fold logits (refused for near-constant or unvalidated logits); the Mahalanobis
    OOD threshold at <= 5% out-of-fold false alarms. Then, on ``test`` and ``transfer`` (never
@@ -39,14 +40,21 @@ from typing import Any, Sequence
 import numpy as np
 
 DEFAULT_BAND = (0.35, 0.65)
+#: Phantom splits of a collection (:data:`GliomaMTLLib.genotype.collect.SPLIT_SEEDS`).
+SPLITS = ("train", "train_shift", "val", "test", "transfer")
+#: Splits the path may be fitted on; never ``test`` or ``transfer``.
+DEVELOPMENT = ("train", "val", "train_shift")
+#: What the shipped paths are fitted on: adding ``train_shift`` changed no AUC beyond noise
+#: (training/results/genotype_shift.md).
+DEFAULT_DEVELOPMENT = ("train", "val")
 
 
 def _parse_counts(text: str) -> dict[str, int]:
     out = {}
     for part in text.split(","):
         key, _, value = part.partition("=")
-        if key not in ("train", "val", "test", "transfer") or not value.isdigit():
-            raise SystemExit(f"--counts: expected split=N for train, val, test, transfer; got {part!r}")
+        if key not in SPLITS or not value.isdigit():
+            raise SystemExit(f"--counts: expected split=N for {', '.join(SPLITS)}; got {part!r}")
         out[key] = int(value)
     return out
 
@@ -156,8 +164,10 @@ def _pool(data: dict[str, dict[str, Any]], splits: tuple[str, ...]) -> dict[str,
 
 def fit_and_measure(data: dict[str, dict[str, Any]], tasks: dict[str, tuple[str, ...]], *, band: tuple[float, float],
                     temperatures: dict[str, float], log: Any = print,
-                    feature_names: Sequence[str] | None = None) -> dict[str, Any]:
-    """Fit the path on the development phantoms (``train`` + ``val``), measure on ``test`` and ``transfer``.
+                    feature_names: Sequence[str] | None = None,
+                    development: Sequence[str] = DEFAULT_DEVELOPMENT) -> dict[str, Any]:
+    """Fit the path on the development phantoms (the ``development`` splits present in ``data``,
+    default ``train`` + ``val``), measure on ``test`` and ``transfer``.
 
     The regression strength is chosen by 5-fold cross-validation on the development pool; Platt
     calibration and the OOD threshold are fitted on out-of-fold logits / distances of the same pool
@@ -175,7 +185,10 @@ def fit_and_measure(data: dict[str, dict[str, Any]], tasks: dict[str, tuple[str,
     from GliomaMTLLib.genotype.fit import fit_lesion_limit, fit_ood_cv, fit_standardization
     from GliomaMTLLib.genotype.model import KIND
 
-    dev = _pool(data, ("train", "val"))
+    if {"test", "transfer"} & set(development):
+        raise ValueError(f"development splits {list(development)} include a held-out split")
+    development = tuple(s for s in development if s in data and len(data[s]["X"]))
+    dev = _pool(data, development)
     # features constant on the development phantoms carry nothing (e.g. the core features of a
     # whole-tumor model): the path leaves them out
     cols = np.flatnonzero(dev["X"].std(axis=0) > 1e-8)
@@ -204,7 +217,7 @@ def fit_and_measure(data: dict[str, dict[str, Any]], tasks: dict[str, tuple[str,
     for split in held_out:
         spec["ood"][f"{split}_false_alarm_rate"] = float(np.mean(ood.distance(std(data[split]["X"])) > ood.threshold))
     counts = {s: [m.get("core_lesions") for m in data[s]["meta"]] for s in data}
-    dev_counts = counts.get("train", []) + counts.get("val", [])
+    dev_counts = [c for s in development for c in counts.get(s, [])]
     if dev_counts and all(isinstance(c, int) for c in dev_counts):  # caches collected before counting lack them
         spec["lesions"] = fit_lesion_limit(dev_counts)
         for split in held_out:
@@ -212,8 +225,8 @@ def fit_and_measure(data: dict[str, dict[str, Any]], tasks: dict[str, tuple[str,
                 spec["lesions"][f"{split}_false_alarm_rate"] = float(np.mean(np.asarray(counts[split]) > spec["lesions"]["max_core_lesions"]))
     age_metrics: dict[str, Any] = {}
     age_arrays: dict[str, Any] = {}
-    if all("age" in data[s] and np.isfinite(data[s]["age"]).all() for s in ["train", "val", *held_out] if s in data):
-        ages = np.concatenate([data[s]["age"] for s in ("train", "val") if s in data])
+    if all("age" in data[s] and np.isfinite(data[s]["age"]).all() for s in [*development, *held_out] if s in data):
+        ages = np.concatenate([data[s]["age"] for s in development])
         a_mean, a_scale = float(ages.mean()), float(ages.std() or 1.0)
 
         def with_age(z: np.ndarray, age: np.ndarray) -> np.ndarray:
@@ -227,6 +240,7 @@ def fit_and_measure(data: dict[str, dict[str, Any]], tasks: dict[str, tuple[str,
         age_metrics, age_arrays = aged["metrics"], aged["arrays"]
     spec["fit"] = fitted["info"]
     spec["n_development"] = int(len(dev["ids"]))
+    spec["development_splits"] = list(development)
     return {"spec": spec, "status": fitted["status"], "metrics": fitted["metrics"], "cnn_metrics": cnn_metrics,
             "arrays": fitted["arrays"], "standardize": std, "age_metrics": age_metrics, "age_arrays": age_arrays}
 
@@ -539,6 +553,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--update-bundle", action="store_true")
     parser.add_argument("--version", default=None, help="bundle version to write with --update-bundle")
     parser.add_argument("--abstain-band", default=f"{DEFAULT_BAND[0]},{DEFAULT_BAND[1]}")
+    parser.add_argument("--development", default=",".join(DEFAULT_DEVELOPMENT),
+                        help=f"splits the path is fitted on, of {', '.join(DEVELOPMENT)} (default %(default)s)")
     parser.add_argument("--min-cases", type=int, default=10, help="fewest cases with a tumor per split")
     parser.add_argument("--workers", type=int, default=1, help="with --collect: processes generating and predicting phantoms")
     parser.add_argument("--check-against", metavar="BUNDLE", type=Path,
@@ -578,14 +594,18 @@ def main(argv: list[str] | None = None) -> int:
             if split not in data or len(data[split]["X"]) < args.min_cases:
                 raise SystemExit(f"{args.cache}: split {split!r} has fewer than {args.min_cases} cases with a tumor found; "
                                  "run with --collect")
-        n_dev = len(data["train"]["X"]) + len(data["val"]["X"])
+        development = tuple(v for v in args.development.split(",") if v)
+        unknown = [v for v in development if v not in DEVELOPMENT]
+        if unknown:
+            raise SystemExit(f"--development: {unknown} cannot be fitted on; choose from {', '.join(DEVELOPMENT)}")
+        n_dev = sum(len(data[s]["X"]) for s in development if s in data)
         if n_dev < 100 or len(data["test"]["X"]) < 100:
             log(f"warning: {n_dev} development (calibration) / {len(data['test']['X'])} test cases (issue 12 asks >= 100)")
         temps = {t: float(v if not isinstance(v, dict) else v.get("temperature", 1.0))
                  for t, v in (bundle.meta.get("calibration") or {}).items()}
         if reporter:
             reporter.progress(0.5, "fitting")
-        result = fit_and_measure(data, tasks, band=band, temperatures=temps, log=log)
+        result = fit_and_measure(data, tasks, band=band, temperatures=temps, log=log, development=development)
         result["spec"]["sequences"] = list(bundle.sequences)  # the image channels its features read
         args.out.mkdir(parents=True, exist_ok=True)
         from GliomaMTLLib.metrics.calibration import plot_reliability
