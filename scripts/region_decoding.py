@@ -75,7 +75,7 @@ def run_group(model: str, group: str, out: Path) -> None:
 
     off = {"et_min_ml": 0.0, "min_component_ml": 0.0, "et_min_confidence": 0.0}
     predictor = Predictor(model, device="cpu", num_threads=1, postprocess=off)
-    shipped = PostprocessConfig.from_dict(Predictor(model, device="cpu", num_threads=1).postprocess_config.to_dict())
+    shipped = PostprocessConfig.from_dict(predictor.bundle.meta.get("postprocess"))  # the model's own rules
     path = out / f"{group}.csv"
     done = {r["case_id"] for r in csv.DictReader(path.open())} if path.exists() else set()
     new = not path.exists()
@@ -84,9 +84,9 @@ def run_group(model: str, group: str, out: Path) -> None:
         if new:
             writer.writerow(["case_id", *[f"{d}:{r}" for d in DECODERS for r in REGIONS]])
         for seed, spread in GROUPS[group]:
-            case = synthesize(seed, "adult", contrast_spread=spread).case
-            if case.case_id in done:
+            if f"synth-adult-{seed}" in done:  # synthesize's default case id; skip before generating
                 continue
+            case = synthesize(seed, "adult", contrast_spread=spread).case
             pred = predictor.predict(case)
             probs = pred.probabilities
             box = probs.slices
