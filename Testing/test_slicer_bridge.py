@@ -280,6 +280,8 @@ def test_report_parsing_names_missing_keys():
     assert results.warnings_of(REPORT) == ["no tumor found in slice range"]
     assert results.label_names(REPORT) == {1: "necrotic core", 2: "edema", 3: "enhancing tumor"}
     assert results.model_line(REPORT) == "gliomamtl_adult 0.2.0 on cpu"
+    flipped = {**REPORT, "device": "cuda", "model": {**REPORT["model"], "test_time_flips": True}}
+    assert results.model_line(flipped) == "gliomamtl_adult 0.2.0 on cuda, test-time flips"
     with pytest.raises(results.ResultError, match="has no 'genotype' entry"):
         results.genotype_rows({"volumes_ml": {}})
     with pytest.raises(results.ResultError, match="'volumes_ml' is a list"):

@@ -93,6 +93,22 @@ def test_unknown_override_key_is_a_clear_error(override, named):
     assert "known" in str(info.value) or "NetConfig" in str(info.value) or "index" in str(info.value)
 
 
+def test_decoding_is_checked_and_reaches_model_json():
+    from GliomaMTLLib.train.run_model import bundle_meta
+
+    assert bundle_meta(load_recipe("shi2023"))["decoding"] == {"mode": "argmax"}
+    recipe = load_recipe("shi2023", ["decoding.mode=regions", "decoding.tc=0.4", "decoding.et=0.4"])
+    assert bundle_meta(recipe)["decoding"] == {"mode": "regions", "wt": 0.5, "tc": 0.4, "et": 0.4}
+    with pytest.raises(ConfigError, match=r"decoding threshold et=1.5 must be a number between 0 and 1"):
+        load_recipe("shi2023", ["decoding.mode=regions", "decoding.et=1.5"])
+    with pytest.raises(ConfigError, match="decoding mode 'vote' is not one of"):
+        load_recipe("shi2023", ["decoding.mode=vote"])
+    assert bundle_meta(load_recipe("shi2023"))["tta"] is False
+    assert bundle_meta(load_recipe("shi2023", ["tta=gpu"]))["tta"] == "gpu"
+    with pytest.raises(ConfigError, match="tta must be true, false or 'gpu'"):
+        load_recipe("shi2023", ["tta=sometimes"])
+
+
 def test_override_type_and_syntax_errors():
     with pytest.raises(ConfigError, match="data.n_train"):
         load_recipe("shi2023", ["data.n_train=many"])
@@ -165,8 +181,9 @@ def test_shipped_recipes_of_issue_11():
     base = load_recipe("gliomamtl_adult_segonly")  # adult 0.3.1, the network of every later adult recipe
     assert (base["export"]["name"], base["export"]["version"]) == ("gliomamtl_adult", "0.3.1")
     large = load_recipe("gliomamtl_adult_large")  # adult 0.4.x, shipped: 0.3.1 on three times the phantoms
-    assert (large["export"]["name"], large["export"]["version"]) == ("gliomamtl_adult", "0.4.1")
-    assert large["postprocess"]["et_min_confidence"] == 0.7  # 0.4.1: the unsure-ET rule; 0.3.1 has none
+    assert (large["export"]["name"], large["export"]["version"]) == ("gliomamtl_adult", "0.4.2")
+    assert large["postprocess"]["et_min_confidence"] == 0.7  # since 0.4.1: the unsure-ET rule; 0.3.1 has none
+    assert large["tta"] == "gpu" and base["tta"] is None  # since 0.4.2: test-time flips on a GPU
     assert base["postprocess"]["et_min_confidence"] == 0.0
     assert large["stages"]["main"]["network"] == base["stages"]["main"]["network"] and large["tasks"] == {}
     assert large["data"]["n_train"] == 3 * base["data"]["n_train"] == 480
@@ -179,7 +196,7 @@ def test_shipped_recipes_of_issue_11():
         assert stage_cache_dir(base, stage, "runs/x") == stage_cache_dir(adult, stage, "runs/x")
     assert "gliomamtl_adult) echo gliomamtl_adult_large" in (REPO / "training" / "reproduce.sh").read_text()
     longer = load_recipe("gliomamtl_adult_longer")  # candidate: the shipped weights trained further
-    assert longer["export"]["version"] not in ("0.3.1", "0.4.0", "0.4.1")
+    assert longer["export"]["version"] not in ("0.3.1", "0.4.0", "0.4.1", "0.4.2")
     assert longer["stages"]["main"]["network"] == base["stages"]["main"]["network"]
     assert {s: longer["stages"][s]["init"] for s in ("localizer", "main")} == {
         "localizer": "Resources/Models/gliomamtl_adult", "main": "Resources/Models/gliomamtl_adult"}
@@ -196,7 +213,7 @@ def test_shipped_recipes_of_issue_11():
         assert candidate["tasks"] == {} and candidate["stages"]["main"]["batch_size"] == 8
         assert candidate["stages"]["main"]["network"] == base["stages"]["main"]["network"]
         assert candidate["train"]["loader_workers"] == 0  # worker processes only where gpu_train.sh asks
-        assert candidate["export"]["version"] not in ("0.3.1", "0.4.0", "0.4.1")  # never a shipped version's name
+        assert candidate["export"]["version"] not in ("0.3.1", "0.4.0", "0.4.1", "0.4.2")  # never a shipped version's name
         for stage in ("localizer", "main"):
             assert stage_cache_dir(candidate, stage, "runs/x") == stage_cache_dir(adult, stage, "runs/x")
 

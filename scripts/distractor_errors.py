@@ -7,7 +7,7 @@ bright grey matter as edema. This script asks the same questions on generator-2 
 ventricles, choroid plexus, vessels, dura, caps/WMH and bright grey matter are known voxel by
 voxel), so a model can be checked for those failure modes without real scans:
 
-    python scripts/distractor_errors.py --model gliomamtl_adult --n 8 [--seed 900000] [--sequences t1c,t2f]
+    python scripts/distractor_errors.py --model gliomamtl_adult --n 8 [--seed 900000] [--sequences t1c,t2f] [--tta]
     python scripts/distractor_errors.py --model gliomamtl_pediatric --cohort pediatric --n 24
 
 One row per case: whole-tumor Dice, false-positive volume (ml) and the share of it within 4 mm
@@ -38,6 +38,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=900000, help="first phantom seed (outside the recipes' seeds)")
     parser.add_argument("--cohort", choices=("adult", "pediatric"), default="adult", help="phantom cohort")
     parser.add_argument("--sequences", help="comma-separated subset given to the model (default: all it needs)")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="test-time flips on or off (default: the model's setting on the CPU)")
     args = parser.parse_args()
 
     from scipy import ndimage
@@ -45,7 +47,7 @@ def main() -> int:
     from GliomaMTLLib.inference import Predictor
     from GliomaMTLLib.synth import synthesize
 
-    predictor = Predictor(args.model, device="cpu")
+    predictor = Predictor(args.model, device="cpu", tta=args.tta)
     keep = args.sequences.split(",") if args.sequences else None
     whole_tumor_only = len(predictor.label_names) == 1  # e.g. the pediatric model's {1: tumor}
     head = ["case", "WT Dice", "FP ml", "FP <4mm vent"] + [f"{name}->{'tumor' if whole_tumor_only else lab}" for name, lab, _ in CHECKS]

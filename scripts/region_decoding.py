@@ -1,30 +1,28 @@
 #!/usr/bin/env python
-"""Does deciding each tumor region by its own probability beat the 4-label argmax?
+"""Which decoder, unsure-ET threshold and test-time flips should a model ship with? Chosen jointly.
 
     python scripts/region_decoding.py --model gliomamtl_adult --group tune --out runs/eval/decoding
     python scripts/region_decoding.py --model gliomamtl_adult --group report --out runs/eval/decoding
-    python scripts/region_decoding.py --out runs/eval/decoding --summarize
+    python scripts/region_decoding.py --model gliomamtl_adult --group shift --out runs/eval/decoding
+    python scripts/region_decoding.py --out runs/eval/decoding --score
 
-The shipped cascade labels each voxel with the argmax of (background, NCR, ED, ET). BraTS-style
-region decoding instead thresholds the nested region probabilities: whole tumor where
-P(WT) > a, tumor core where P(TC) > b inside it, enhancing where P(ET) > c inside the core (NCR is
-core without ET, edema is whole tumor without core). A voxel at background 0.4, edema 0.35,
-necrosis 0.25 is background for the argmax and tumor for the regions.
-
-Each case is predicted once with post-processing off; every decoder's label map then goes through
-the model's own post-processing (so the unsure-ET rule sees each decoder's ET) and is scored
-(WT/TC/ET Dice, BraTS convention) against the reference. Decoder ``argmax`` must reproduce the
-shipped labels; the script checks that on every case and stops if it does not. Groups:
-``tune`` (validation seeds 105,000+ and extra seeds 1,600,000+, where a threshold is chosen),
-``report`` (the card's test seeds 205,000+, never used for the choice), ``shift`` (seeds
-1,300,000+ rendered with contrast spread 1.8, a setting training never used). Per-case Dice goes
-to ``--out/<group>.csv`` (resumable). It measures and asserts nothing about the model.
+The cascade turns the main network's class probabilities into labels with a decoder
+(:mod:`GliomaMTLLib.inference.decoding`: the 4-label argmax, or nested region thresholds
+WT > a, TC > b inside it, ET > c inside the core), then post-processes them (the unsure-ET rule
+at ``et_min_confidence`` sees the decoder's ET). Prediction (``--group``) runs each phantom once
+with post-processing off, with and without test-time flips, and stores the region
+probabilities in the tumor's box, the reference labels of that box and the brain mask there
+(``--out/<group>/<case>.npz``, resumable). Scoring (``--score``) then decodes and post-processes
+every setting from those files, with the library's own decoder and rules, and chooses the setting
+with the best mean of WT, TC and ET Dice on ``tune``; ``report`` (the card's test seeds, never
+used for the choice) and ``shift`` (contrast spread 1.8, a setting training never used) show it
+beside the shipped setting, paired, with bootstrap intervals. It asserts nothing about the model;
+it stops if the stored argmax does not reproduce the Predictor's labels.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 import sys
 from pathlib import Path
@@ -33,10 +31,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-WT_T = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+WT_T = (0.4, 0.5, 0.6)
 TC_T = (0.4, 0.5, 0.6)
-ET_T = (0.3, 0.4, 0.5)
-DECODERS: list[str] = ["argmax"] + [f"regions_{a:g}_{b:g}_{c:g}" for a, b, c in itertools.product(WT_T, TC_T, ET_T)]
+ET_T = (0.3, 0.4, 0.5, 0.6)
+CONFIDENCES = (0.0, 0.6, 0.65, 0.7, 0.75, 0.8)
 REGIONS = {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}
 GROUPS = {
     "tune": [(105_000 + i, 1.0) for i in range(40)] + [(1_600_000 + i, 1.0) for i in range(40)],
@@ -45,97 +43,182 @@ GROUPS = {
 }
 
 
-def decode(wt: np.ndarray, tc: np.ndarray, et: np.ndarray, name: str) -> np.ndarray:
-    """uint8 labels (0, 1 NCR, 2 ED, 3 ET) from region probabilities by decoder ``name``."""
-    from GliomaMTLLib.labels import ED, ET, NCR
-
-    if name == "argmax":  # as Predictor._to_input_grid: label probabilities from the regions
-        fg = np.stack([tc - et, wt - tc, et])
-        best = fg.argmax(axis=0)
-        best_p = np.take_along_axis(fg, best[None], axis=0)[0]
-        return np.where(best_p > 1.0 - wt, best + 1, 0).astype(np.uint8)
-    a, b, c = (float(v) for v in name.split("_")[1:])
-    labels = np.zeros(wt.shape, np.uint8)
-    whole = wt > a
-    core = whole & (tc > b)
-    labels[whole] = ED
-    labels[core] = NCR
-    labels[core & (et > c)] = ET
-    return labels
+def decoders() -> list[dict]:
+    """Every decoder on the grid, the argmax first."""
+    grid = [{"mode": "regions", "wt": a, "tc": b, "et": c} for a, b, c in itertools.product(WT_T, TC_T, ET_T)]
+    return [{"mode": "argmax"}, *grid]
 
 
-def run_group(model: str, group: str, out: Path) -> None:
+def predict_group(model: str, group: str, out: Path) -> None:
+    """Store each phantom's region probabilities (plain and flipped), reference and brain mask in its box."""
     import torch
 
     torch.set_num_threads(1)
     from GliomaMTLLib.inference import Predictor
-    from GliomaMTLLib.inference.postprocess import PostprocessConfig, apply_postprocess
-    from GliomaMTLLib.metrics.segmentation import region_dice
+    from GliomaMTLLib.inference.postprocess import outside_brain
     from GliomaMTLLib.synth import synthesize
 
     off = {"et_min_ml": 0.0, "min_component_ml": 0.0, "et_min_confidence": 0.0}
-    predictor = Predictor(model, device="cpu", num_threads=1, postprocess=off)
-    shipped = PostprocessConfig.from_dict(predictor.bundle.meta.get("postprocess"))  # the model's own rules
-    path = out / f"{group}.csv"
-    done = {r["case_id"] for r in csv.DictReader(path.open())} if path.exists() else set()
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        writer = csv.writer(f)
-        if new:
-            writer.writerow(["case_id", *[f"{d}:{r}" for d in DECODERS for r in REGIONS]])
-        for seed, spread in GROUPS[group]:
-            if f"synth-adult-{seed}" in done:  # synthesize's default case id; skip before generating
-                continue
-            case = synthesize(seed, "adult", contrast_spread=spread).case
+    predictor = Predictor(model, device="cpu", num_threads=1, postprocess=off, decoding={"mode": "argmax"}, tta=False)
+    folder = out / group
+    folder.mkdir(parents=True, exist_ok=True)
+    for seed, spread in GROUPS[group]:
+        target = folder / f"synth-adult-{seed}.npz"  # synthesize's default case id; skip before generating
+        if target.exists():
+            continue
+        case = synthesize(seed, "adult", contrast_spread=spread).case
+        stored: dict[str, np.ndarray] = {}
+        for tta in (False, True):
+            predictor.tta = tta
             pred = predictor.predict(case)
             probs = pred.probabilities
+            if tta and probs.slices != box:
+                raise SystemExit(f"{case.case_id}: the flipped prediction's box {probs.slices} is not {box}")
             box = probs.slices
-            wt, tc, et = (probs.box_values(r) for r in ("WT", "TC", "ET"))
-            row = [case.case_id]
-            for name in DECODERS:
-                labels = np.zeros(case.label.shape, np.uint8)
-                labels[box] = decode(wt, tc, et, name)
-                if name == "argmax":  # rule 0 (nothing outside the brain) is on even with the others off
-                    check, _ = apply_postprocess(labels.copy(), predictor.label_names, case.geometry.voxel_volume_ml,
-                                                 PostprocessConfig.from_dict(off),
-                                                 brain_image=case.images[case.sequences[0]])
-                    differ = int(np.count_nonzero(check != pred.labels))
-                    if differ > 1e-3 * max(int(np.count_nonzero(pred.labels)), 1):  # float rounding only
-                        raise SystemExit(f"{case.case_id}: decoder argmax differs from the Predictor on {differ} voxels")
-                labels, _ = apply_postprocess(labels, predictor.label_names, case.geometry.voxel_volume_ml, shipped,
-                                              brain_image=case.images[case.sequences[0]],
-                                              et_probability=et, et_probability_box=box)
-                row += [f"{region_dice(labels, case.label, m):.4f}" for m in REGIONS.values()]
-            writer.writerow(row)
-            f.flush()
-            print(group, case.case_id, "argmax", row[1:4], flush=True)
+            suffix = "_tta" if tta else ""
+            for region in REGIONS:
+                stored[region.lower() + suffix] = probs.box_values(region).astype(np.float32)
+            if not tta:
+                plain_labels = pred.labels
+        outside = outside_brain(case.images[case.sequences[0]], box)
+        ref = case.label
+        ref_box = ref[box]
+        ref_out = [int(np.count_nonzero(np.isin(ref, m))) - int(np.count_nonzero(np.isin(ref_box, m))) for m in REGIONS.values()]
+        from GliomaMTLLib.inference.decoding import Decoding, foreground_from_regions
+
+        check = Decoding().labels(foreground_from_regions(stored["wt"], stored["tc"], stored["et"]))
+        check[outside] = 0
+        differ = int(np.count_nonzero(check != plain_labels[box])) + int(np.count_nonzero(plain_labels)) - int(np.count_nonzero(plain_labels[box]))
+        if differ > 1e-3 * max(int(np.count_nonzero(plain_labels)), 1):  # float rounding only
+            raise SystemExit(f"{case.case_id}: the stored argmax differs from the Predictor on {differ} voxels")
+        np.savez_compressed(
+            folder / f".{target.name}.tmp.npz",  # atomic: a killed run leaves no half-written case
+            box=np.array([[s.start, s.stop] for s in box]), ref_box=ref_box, ref_outside=np.array(ref_out),
+            outside=outside, voxel_ml=np.array(case.geometry.voxel_volume_ml),
+            **{k: v.astype(np.float16) for k, v in stored.items()},
+        )
+        (folder / f".{target.name}.tmp.npz").rename(target)
+        print(group, case.case_id, flush=True)
 
 
-def summarize(out: Path) -> None:
-    tables = {g: list(csv.DictReader((out / f"{g}.csv").open())) for g in GROUPS if (out / f"{g}.csv").exists()}
-    print("| decoder | " + " | ".join(f"{g} WT / TC / ET (n={len(r)})" for g, r in tables.items()) + " |")
-    print("|---|" + "---|" * len(tables))
-    for d in [d for d in DECODERS if all(f"{d}:{k}" in rows[0] for rows in tables.values() for k in REGIONS)]:
-        cells = []
-        for rows in tables.values():
-            cells.append(" / ".join(f"{np.mean([float(r[f'{d}:{k}']) for r in rows]):.4f}" for k in REGIONS))
-        print(f"| {d} | " + " | ".join(cells) + " |")
+def score_case(data: dict, decoding: dict, tta: bool) -> np.ndarray:
+    """(WT, TC, ET) Dice of one stored case under one decoder at each of :data:`CONFIDENCES`
+    (shape ``(len(CONFIDENCES), 3)``), with the shipped rules otherwise."""
+    from GliomaMTLLib.inference.decoding import Decoding, foreground_from_regions
+    from GliomaMTLLib.inference.postprocess import PostprocessConfig, apply_postprocess, et_mean_probability
+
+    suffix = "_tta" if tta else ""
+    wt, tc, et = (data[r + suffix].astype(np.float32) for r in ("wt", "tc", "et"))
+    labels = Decoding.from_dict(decoding).labels(foreground_from_regions(wt, tc, et))
+    labels[data["outside"]] = 0
+    voxel_ml = float(data["voxel_ml"])
+    config = PostprocessConfig(et_min_ml=0.5, min_component_ml=0.1, et_min_confidence=0.0, et_confidence_max_ml=10.0)
+    labels, _ = apply_postprocess(labels, [1, 2, 3], voxel_ml, config)
+    ref = data["ref_box"]
+    dices = []
+    for members, outside_ref in zip(REGIONS.values(), data["ref_outside"]):
+        p, r = np.isin(labels, members), np.isin(ref, members)
+        denominator = int(p.sum()) + int(r.sum()) + int(outside_ref)
+        dices.append(1.0 if denominator == 0 else 2.0 * int((p & r).sum()) / denominator)
+    # The unsure-ET rule (as apply_postprocess's rule 3) turns all ET into NCR: WT and TC keep their Dice.
+    mean_p, et_ml = et_mean_probability(labels, et, None, voxel_ml)
+    et_if_fired = 1.0 if int(np.count_nonzero(ref == 3)) + int(data["ref_outside"][2]) == 0 else 0.0
+    rows = np.tile(np.asarray(dices), (len(CONFIDENCES), 1))
+    for i, c in enumerate(CONFIDENCES):
+        if mean_p is not None and et_ml < config.et_confidence_max_ml and mean_p < c:
+            rows[i, 2] = et_if_fired
+    return rows
+
+
+def score_table(out: Path, settings: list) -> dict[str, np.ndarray]:
+    """Group -> Dice array (settings, cases, 3) of the stored cases, kept in ``out/scores.npz``
+    (recomputed when the cases or the settings change)."""
+    import json
+
+    cache = out / "scores.npz"
+    files = {g: sorted(p.name for p in (out / g).glob("synth-adult-*.npz")) for g in GROUPS if (out / g).is_dir()}
+    key = json.dumps({"files": files, "settings": [list(s) for s in settings]}, sort_keys=True)
+    if cache.exists():
+        with np.load(cache) as npz:
+            if str(npz["key"]) == key:
+                return {g: npz[g] for g in files if files[g]}
+    results: dict[str, np.ndarray] = {}
+    for group, names in files.items():
+        if not names:
+            continue
+        table = np.zeros((len(settings), len(names), 3))
+        for j, name in enumerate(names):
+            with np.load(out / group / name) as npz:
+                data = {k: npz[k] for k in npz.files}
+            for d, t in itertools.product(decoders(), (False, True)):
+                rows = score_case(data, d, t)
+                for k, c in enumerate(CONFIDENCES):
+                    table[settings.index((d, c, t)), j] = rows[k]
+        results[group] = table
+        print(f"{group}: {len(names)} cases scored", flush=True)
+    np.savez(cache, key=np.array(key), **results)
+    return results
+
+
+def score(out: Path, show: list[str]) -> None:
+    """Print the grid's best settings on ``tune`` and the chosen one against the shipped one on every group."""
+    from GliomaMTLLib.metrics.segmentation import bootstrap_mean_ci
+
+    settings = [(d, c, t) for d in decoders() for c in CONFIDENCES for t in (False, True)]
+    shipped = ({"mode": "argmax"}, 0.7, False)
+    results = score_table(out, settings)  # group -> (settings, cases, 3)
+    if "tune" not in results:
+        raise SystemExit(f"no tuning cases in {out / 'tune'}")
+    mean = results["tune"].mean(axis=1)  # (settings, 3)
+    order = np.argsort(-mean.mean(axis=1))
+
+    def name(s) -> str:
+        d, c, t = s
+        dec = "argmax" if d["mode"] == "argmax" else f"regions {d['wt']:g}/{d['tc']:g}/{d['et']:g}"
+        return f"{dec}, unsure-ET {c:g}, {'flips' if t else 'no flips'}"
+
+    print("\nbest settings on tune (mean of WT, TC, ET):")
+    print("| setting | " + " | ".join(f"{g} WT / TC / ET (n={r.shape[1]})" for g, r in results.items()) + " |")
+    print("|---|" + "---|" * len(results))
+    names = [name(x) for x in settings]
+    unknown = [n for n in show if n not in names]
+    if unknown:
+        raise SystemExit(f"--show {unknown[0]!r} is not a setting on the grid, e.g. {names[1]!r}")
+    asked = [names.index(n) for n in show]
+    shown = list(dict.fromkeys([settings.index(shipped), *order[:8], *asked]))
+    for i in shown:
+        cells = [" / ".join(f"{v:.4f}" for v in r[i].mean(axis=0)) for r in results.values()]
+        print(f"| {name(settings[i])}{' (shipped)' if i == settings.index(shipped) else ''} | " + " | ".join(cells) + " |")
+    best = int(order[0])
+    best_plain = int(next(i for i in order if not settings[i][2]))
+    for i in dict.fromkeys((best, best_plain, *asked)):
+        print(f"\n{name(settings[i])} minus shipped, paired (95% bootstrap interval; cases better/worse):")
+        for group, r in results.items():
+            cells = []
+            for k, region in enumerate(REGIONS):
+                diff = r[i, :, k] - r[settings.index(shipped), :, k]
+                lo, hi = bootstrap_mean_ci(diff)
+                cells.append(f"{region} {diff.mean():+.4f} [{lo:+.4f}, {hi:+.4f}] ({(diff > 1e-9).sum()}/{(diff < -1e-9).sum()})")
+            print(f"  {group}: " + "; ".join(cells))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="gliomamtl_adult", help="bundle name or folder")
     parser.add_argument("--group", choices=sorted(GROUPS), help="which phantoms to predict")
-    parser.add_argument("--out", required=True, help="folder for <group>.csv")
-    parser.add_argument("--summarize", action="store_true", help="only print the table from --out")
+    parser.add_argument("--out", required=True, help="folder for <group>/<case>.npz")
+    parser.add_argument("--score", action="store_true", help="only score the stored cases")
+    parser.add_argument("--show", action="append", default=[], metavar="SETTING",
+                        help='with --score: also compare this setting with the shipped one, written as the table '
+                             'writes it, e.g. "regions 0.6/0.4/0.5, unsure-ET 0.7, flips" (repeatable)')
     args = parser.parse_args()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if not args.summarize:
-        if not args.group:
-            parser.error("--group is required unless --summarize")
-        run_group(args.model, args.group, out)
-    summarize(out)
+    if args.score:
+        score(out, args.show)
+        return 0
+    if not args.group:
+        parser.error("--group is required unless --score")
+    predict_group(args.model, args.group, out)
     return 0
 
 

@@ -27,7 +27,8 @@ array order (z, y, x)):
 The softmax label probabilities of the main window(s) go back to the input grid with
 :func:`GliomaMTLLib.preprocess.to_input_grid` (linear; exact indexing when the preprocessing did
 not resample), applied to the window's part of the preprocessed grid only; outside it every
-voxel is background. The label map is the arg-max on the input grid, then post-processed
+voxel is background. The label map is decoded on the input grid (the argmax, or nested region
+thresholds: :mod:`GliomaMTLLib.inference.decoding`), then post-processed
 (:mod:`GliomaMTLLib.inference.postprocess`). Genotype probabilities are ``softmax(logits / T)``
 with ``model.json`` ``"calibration"`` ``{task: T}`` (or ``{task: {"temperature": T}}``).
 
@@ -72,6 +73,7 @@ from GliomaMTLLib.inference.device import (
     release_gpu_memory,
     resolve_device,
 )
+from GliomaMTLLib.inference.decoding import Decoding
 from GliomaMTLLib.inference.postprocess import PostprocessConfig, apply_postprocess, regions_for_labels, volumes_ml
 from GliomaMTLLib.inference.prediction import BoxedVolumes, Prediction
 from GliomaMTLLib.inference.task_logits import TaskLogits, build_task_logits
@@ -220,6 +222,23 @@ def _absent_warning(absent: "list[str]", model: str) -> str:
 
 
 #: Test-time flips: mirror images along z, y and x (each alone) of a (N, C, z, y, x) window.
+#: ``model.json`` ``"tta"`` values besides true and false: flips on a GPU only.
+TTA_ON_GPU = "gpu"
+
+
+def resolve_tta(setting: bool | str, device: torch.device) -> bool:
+    """Whether test-time flips run: ``setting`` True/False, or ``"gpu"`` (on when ``device`` is a GPU).
+
+    Raises:
+        ValueError: any other value.
+    """
+    if isinstance(setting, bool):
+        return setting
+    if setting == TTA_ON_GPU:
+        return device.type == "cuda"
+    raise ValueError(f"tta must be true, false or {TTA_ON_GPU!r}, got {setting!r}")
+
+
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((2,), (3,), (4,))
 
 
@@ -263,8 +282,11 @@ class Predictor:
         networks: stage -> network to use instead of the bundle's weights (tests, experiments).
         progress: callback ``(fraction, message)``.
         tta: test-time flips for the main stage's segmentation (the softmax averaged over the
-            window and its mirror images along each axis: 4 network passes per window); None:
-            ``model.json`` ``"tta"`` (default off). Genotype logits come from the unflipped pass.
+            window and its mirror images along each axis: 4 network passes per window): True, False,
+            ``"gpu"`` (on a GPU only, where the passes cost little) or None: ``model.json`` ``"tta"``
+            (default off). Genotype logits come from the unflipped pass.
+        decoding: how class probabilities become labels, instead of ``model.json`` ``"decoding"``
+            (default the argmax); see :mod:`GliomaMTLLib.inference.decoding`.
 
     Raises:
         BundleError: missing, corrupt or inconsistent bundle.
@@ -282,7 +304,8 @@ class Predictor:
         postprocess: Mapping[str, Any] | None = None,
         networks: Mapping[str, torch.nn.Module] | None = None,
         progress: ProgressCallback | None = None,
-        tta: bool | None = None,
+        tta: bool | str | None = None,
+        decoding: Mapping[str, Any] | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.bundle = _load_model(model)
@@ -312,6 +335,12 @@ class Predictor:
                               "and no genotype path")
         self.temperatures = _temperatures(self.bundle)
         try:
+            self.decoding = Decoding.from_dict(decoding if decoding is not None else self.bundle.meta.get("decoding"))
+            self.decoding.check_regions(self.regions)
+            self.tta = resolve_tta(self.bundle.meta.get("tta", False) if tta is None else tta, self.device)
+        except ValueError as exc:
+            raise BundleError(f"{meta_path}: {exc}") from exc
+        try:
             self.postprocess_config = PostprocessConfig.from_dict(self.bundle.meta.get("postprocess")).updated(postprocess)
         except ValueError as exc:
             raise BundleError(f"{meta_path}: {exc}") from exc
@@ -330,7 +359,6 @@ class Predictor:
             self.runners[stage] = self._make_runner(stage, threads)
         self._cpu_runners: dict[str, TorchRunner] = {}
         self.progress = progress
-        self.tta = bool(self.bundle.meta.get("tta", False)) if tta is None else bool(tta)
         # The one "main window -> task logits" function: genotype probabilities here, and explanations
         # (GliomaMTLLib.explain), go through it; its network is built only when a gradient is needed.
         self.task_logits: TaskLogits = build_task_logits(
@@ -370,12 +398,15 @@ class Predictor:
         return self.bundle.sequences
 
     @property
-    def model_info(self) -> dict[str, str]:
+    def model_info(self) -> dict[str, Any]:
+        """The model as ``report.json`` names it, with the settings that shaped its labels."""
         return {
             "name": self.bundle.name,
             "version": self.bundle.version,
             "sha256": str(self.bundle.meta["weights"].get("sha256", "")),
             "folder": str(self.bundle.folder),
+            "test_time_flips": self.tta,
+            "decoding": self.decoding.to_dict(),
         }
 
     def read(self, source: Any, case_id: str | None = None) -> Case:
@@ -730,11 +761,7 @@ class Predictor:
         # Foreground probabilities only: outside the window they are 0 (background 1), the fill.
         fg, where = to_input_box(probs[(slice(1, None), *local)], sub_record, "scalar", 0.0)
         total = fg.sum(axis=0)
-        # argmax over (background = 1 - total, fg...) without stacking; ties go to the background
-        best = fg.argmax(axis=0)
-        best_p = np.take_along_axis(fg, best[None], axis=0)[0]
-        labels[where] = np.where(best_p > 1.0 - total, best + 1, 0).astype(np.uint8)
-        del best, best_p
+        labels[where] = self.decoding.labels(fg)
         regions: dict[str, np.ndarray] = {}
         for name, members in self.regions.items():
             if len(members) == fg.shape[0]:

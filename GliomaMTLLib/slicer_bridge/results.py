@@ -128,11 +128,12 @@ def label_names(report: dict[str, Any]) -> dict[int, str]:
 
 
 def model_line(report: dict[str, Any]) -> str:
-    """``name version (device)`` of the model that made the report."""
+    """``name version on device[, test-time flips]`` of the model that made the report."""
     model = report.get("model") if isinstance(report.get("model"), dict) else {}
     text = f"{model.get('name', '?')} {model.get('version', '?')}"
     device = report.get("device")
-    return f"{text} on {device}" if device else text
+    text = f"{text} on {device}" if device else text
+    return f"{text}, test-time flips" if model.get("test_time_flips") is True else text
 
 
 def output_file(report: dict[str, Any], kind: str, default: str | os.PathLike) -> Path:

@@ -11,7 +11,8 @@ A recipe is a data file (nnU-Net's habit: settings live in files, not in flags).
   dict), ``input`` (how training samples are cut), ``loss`` (`GliomaMTLLib.losses.build_loss`),
   ``optim``, ``schedule``, ``augment``, ``batch_size`` and ``phases`` (e.g. seg pre-training, then
   joint fine-tuning: paper 000)
-- ``postprocess``, ``train`` (checkpointing, logging, AMP), ``evaluate``, ``export``
+- ``postprocess``, ``decoding`` (argmax or region thresholds), ``train`` (checkpointing, logging, AMP),
+  ``evaluate``, ``export``
 - ``reported``: the paper's own numbers (shown beside ours in the evaluation tables)
 - ``smoke``: dotted overrides that make the recipe run in seconds on a CPU (``--smoke``)
 
@@ -209,6 +210,9 @@ POSTPROCESS_DEFAULTS: dict[str, Any] = {
     "et_confidence_max_ml": 10.0,
 }
 
+# GliomaMTLLib.inference.decoding.Decoding: the argmax, or nested region thresholds
+DECODING_DEFAULTS: dict[str, Any] = {"mode": "argmax", "wt": 0.5, "tc": 0.5, "et": 0.5}
+
 TOP_DEFAULTS: dict[str, Any] = {
     "name": None,
     "paper": None,
@@ -220,6 +224,8 @@ TOP_DEFAULTS: dict[str, Any] = {
     "data": DATA_DEFAULTS,
     "stages": OPEN,  # checked per stage against STAGE_DEFAULTS
     "postprocess": POSTPROCESS_DEFAULTS,
+    "decoding": DECODING_DEFAULTS,
+    "tta": None,  # model.json "tta": test-time flips, true, false (None: false) or "gpu" (on a GPU only)
     "train": TRAIN_DEFAULTS,
     "evaluate": EVALUATE_DEFAULTS,
     "export": EXPORT_DEFAULTS,
@@ -436,6 +442,14 @@ def _validate_values(recipe: Mapping[str, Any], source: str) -> None:
             raise ConfigError(f"{source}: stages.{name}.input.size must be three positive integers (z, y, x), got {size!r}")
         if not isinstance(stage["batch_size"], int) or stage["batch_size"] < 1:
             raise ConfigError(f"{source}: stages.{name}.batch_size must be a positive integer")
+    from GliomaMTLLib.inference.decoding import Decoding
+
+    if recipe["tta"] not in (None, True, False, "gpu"):
+        raise ConfigError(f"{source}: tta must be true, false or 'gpu' (test-time flips on a GPU only), got {recipe['tta']!r}")
+    try:
+        Decoding.from_dict(recipe["decoding"])
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     main = list(recipe["stages"].values())[-1]
     n_classes = int(main["network"].get("num_seg_classes", 4))
     if sorted(int(k) for k in recipe["labels"]) != list(range(1, n_classes)):

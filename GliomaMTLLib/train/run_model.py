@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from GliomaMTLLib.bundle import ModelBundle
+from GliomaMTLLib.inference.decoding import Decoding
 
 
 def eval_mode(stage_conf: Mapping[str, Any]) -> str:
@@ -80,6 +81,8 @@ def bundle_meta(recipe: Mapping[str, Any]) -> dict[str, Any]:
         "tasks": {t: list(c) for t, c in recipe["tasks"].items()},
         "stages": {stage: stage_meta(conf, main=stage == stages[-1]) for stage, conf in recipe["stages"].items()},
         "postprocess": dict(recipe["postprocess"]),
+        "decoding": Decoding.from_dict(recipe.get("decoding")).to_dict(),
+        "tta": recipe.get("tta") or False,
         "calibration": {},
     }
 

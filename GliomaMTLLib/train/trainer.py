@@ -38,7 +38,7 @@ from GliomaMTLLib.train.sampling import Augmenter, Prefetcher, Sampler, balanced
 
 # Recipe sections that may differ when a run is resumed (how it runs, is evaluated and exported,
 # not what it trains).
-_RESUMABLE_CHANGES = ("train", "evaluate", "export", "postprocess", "smoke", "description", "paper")
+_RESUMABLE_CHANGES = ("train", "evaluate", "export", "postprocess", "decoding", "tta", "smoke", "description", "paper")
 _DATA_RUNTIME_KEYS = ("workers", "cache_dir", "in_memory")
 
 
