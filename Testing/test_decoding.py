@@ -9,7 +9,7 @@ import torch
 from GliomaMTLLib.bundle import BundleError
 from GliomaMTLLib.inference import Predictor
 from GliomaMTLLib.inference.decoding import Decoding, foreground_from_regions
-from test_inference import GEOMETRIES, IntensityNet, blob_case, dice, tiny_bundle
+from test_inference import GEOMETRIES, IntensityNet, UnsureNet, blob_case, dice, tiny_bundle
 
 
 def _foreground(*voxels: tuple[float, float, float]) -> np.ndarray:
@@ -55,15 +55,6 @@ def test_decoding_round_trips_through_its_dict():
     for decoding in (Decoding(), Decoding("regions", 0.5, 0.4, 0.4)):
         assert Decoding.from_dict(decoding.to_dict()) == decoding
     assert Decoding.from_dict(None) == Decoding()
-
-
-class UnsureNet(IntensityNet):
-    """ET where the last channel's z-score exceeds 2, at a probability of about 0.73."""
-
-    def forward(self, x, tabular=None, with_genotype=True, with_dist=True):
-        out = super().forward(x, tabular, with_genotype, with_dist)
-        out["seg"][:, self.blob_label] = torch.where(x[:, -1] > 2.0, 1.0, -20.0)
-        return out
 
 
 def test_predictor_decodes_by_regions_when_asked(tmp_path):

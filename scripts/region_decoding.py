@@ -54,14 +54,22 @@ def predict_group(model: str, group: str, out: Path) -> None:
     import torch
 
     torch.set_num_threads(1)
+    import json
+
     from GliomaMTLLib.inference import Predictor
-    from GliomaMTLLib.inference.postprocess import outside_brain
+    from GliomaMTLLib.inference.decoding import Decoding, foreground_from_regions
+    from GliomaMTLLib.inference.postprocess import PostprocessConfig, outside_brain
     from GliomaMTLLib.synth import synthesize
 
     off = {"et_min_ml": 0.0, "min_component_ml": 0.0, "et_min_confidence": 0.0}
     predictor = Predictor(model, device="cpu", num_threads=1, postprocess=off, decoding={"mode": "argmax"}, tta=False)
     folder = out / group
     folder.mkdir(parents=True, exist_ok=True)
+    rules = PostprocessConfig.from_dict(predictor.bundle.meta.get("postprocess")).to_dict()  # the model's own
+    rules_file = out / "postprocess.json"
+    if rules_file.exists() and json.loads(rules_file.read_text()) != rules:
+        raise SystemExit(f"{rules_file} holds another model's post-processing {rules_file.read_text()}; use another --out")
+    rules_file.write_text(json.dumps(rules))
     for seed, spread in GROUPS[group]:
         target = folder / f"synth-adult-{seed}.npz"  # synthesize's default case id; skip before generating
         if target.exists():
@@ -84,8 +92,6 @@ def predict_group(model: str, group: str, out: Path) -> None:
         ref = case.label
         ref_box = ref[box]
         ref_out = [int(np.count_nonzero(np.isin(ref, m))) - int(np.count_nonzero(np.isin(ref_box, m))) for m in REGIONS.values()]
-        from GliomaMTLLib.inference.decoding import Decoding, foreground_from_regions
-
         check = Decoding().labels(foreground_from_regions(stored["wt"], stored["tc"], stored["et"]))
         check[outside] = 0
         differ = int(np.count_nonzero(check != plain_labels[box])) + int(np.count_nonzero(plain_labels)) - int(np.count_nonzero(plain_labels[box]))
@@ -101,9 +107,9 @@ def predict_group(model: str, group: str, out: Path) -> None:
         print(group, case.case_id, flush=True)
 
 
-def score_case(data: dict, decoding: dict, tta: bool) -> np.ndarray:
+def score_case(data: dict, decoding: dict, tta: bool, rules: dict) -> np.ndarray:
     """(WT, TC, ET) Dice of one stored case under one decoder at each of :data:`CONFIDENCES`
-    (shape ``(len(CONFIDENCES), 3)``), with the shipped rules otherwise."""
+    (shape ``(len(CONFIDENCES), 3)``), with the model's other post-processing ``rules``."""
     from GliomaMTLLib.inference.decoding import Decoding, foreground_from_regions
     from GliomaMTLLib.inference.postprocess import PostprocessConfig, apply_postprocess, et_mean_probability
 
@@ -112,7 +118,7 @@ def score_case(data: dict, decoding: dict, tta: bool) -> np.ndarray:
     labels = Decoding.from_dict(decoding).labels(foreground_from_regions(wt, tc, et))
     labels[data["outside"]] = 0
     voxel_ml = float(data["voxel_ml"])
-    config = PostprocessConfig(et_min_ml=0.5, min_component_ml=0.1, et_min_confidence=0.0, et_confidence_max_ml=10.0)
+    config = PostprocessConfig.from_dict({**rules, "et_min_confidence": 0.0})
     labels, _ = apply_postprocess(labels, [1, 2, 3], voxel_ml, config)
     ref = data["ref_box"]
     dices = []
@@ -136,8 +142,9 @@ def score_table(out: Path, settings: list) -> dict[str, np.ndarray]:
     import json
 
     cache = out / "scores.npz"
+    rules = json.loads((out / "postprocess.json").read_text())
     files = {g: sorted(p.name for p in (out / g).glob("synth-adult-*.npz")) for g in GROUPS if (out / g).is_dir()}
-    key = json.dumps({"files": files, "settings": [list(s) for s in settings]}, sort_keys=True)
+    key = json.dumps({"files": files, "settings": [list(s) for s in settings], "rules": rules}, sort_keys=True)
     if cache.exists():
         with np.load(cache) as npz:
             if str(npz["key"]) == key:
@@ -151,7 +158,7 @@ def score_table(out: Path, settings: list) -> dict[str, np.ndarray]:
             with np.load(out / group / name) as npz:
                 data = {k: npz[k] for k in npz.files}
             for d, t in itertools.product(decoders(), (False, True)):
-                rows = score_case(data, d, t)
+                rows = score_case(data, d, t, rules)
                 for k, c in enumerate(CONFIDENCES):
                     table[settings.index((d, c, t)), j] = rows[k]
         results[group] = table
@@ -164,9 +171,14 @@ def score(out: Path, show: list[str]) -> None:
     """Print the grid's best settings on ``tune`` and the chosen one against the shipped one on every group."""
     from GliomaMTLLib.metrics.segmentation import bootstrap_mean_ci
 
+    import json
+
     settings = [(d, c, t) for d in decoders() for c in CONFIDENCES for t in (False, True)]
-    shipped = ({"mode": "argmax"}, 0.7, False)
     results = score_table(out, settings)  # group -> (settings, cases, 3)
+    confidence = json.loads((out / "postprocess.json").read_text())["et_min_confidence"]
+    if confidence not in CONFIDENCES:
+        raise SystemExit(f"the model's et_min_confidence {confidence} is not on the grid {CONFIDENCES}")
+    shipped = ({"mode": "argmax"}, confidence, False)  # the baseline: argmax, the model's rules, no flips
     if "tune" not in results:
         raise SystemExit(f"no tuning cases in {out / 'tune'}")
     mean = results["tune"].mean(axis=1)  # (settings, 3)

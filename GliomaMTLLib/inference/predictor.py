@@ -221,7 +221,6 @@ def _absent_warning(absent: "list[str]", model: str) -> str:
     )
 
 
-#: Test-time flips: mirror images along z, y and x (each alone) of a (N, C, z, y, x) window.
 #: ``model.json`` ``"tta"`` values besides true and false: flips on a GPU only.
 TTA_ON_GPU = "gpu"
 
@@ -239,6 +238,7 @@ def resolve_tta(setting: bool | str, device: torch.device) -> bool:
     raise ValueError(f"tta must be true, false or {TTA_ON_GPU!r}, got {setting!r}")
 
 
+#: Test-time flips: mirror images along z, y and x (each alone) of a (N, C, z, y, x) window.
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((2,), (3,), (4,))
 
 
