@@ -139,6 +139,7 @@ class GliomaMTLParameterNode:
 
     t1n, t1c, t2w, t2f: input volumes. outputSegmentation: the result (created when empty).
     modelId: ``NAME@VERSION`` of the chosen model version. device: auto, cpu or cuda.
+    testTimeFlips: model default (the shipped adult model: on a GPU only), on or off.
     heatmap: the heatmap volume shown. caseId: id of the case in the job files and the store.
     predictionFile: label map the engine predicted for the current case (for the correction store).
     patientAge: age at the scan in years, -1 when unknown (an input of age-aware genotype models).
@@ -152,6 +153,7 @@ class GliomaMTLParameterNode:
     heatmap: vtkMRMLScalarVolumeNode
     modelId: str = ""
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
+    testTimeFlips: Annotated[str, Choice(["model default", "on", "off"])] = "model default"
     explainSteps: Annotated[int, WithinRange(2, 256)] = 32
     heatmapOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
     finetuneIterations: Annotated[int, WithinRange(1, 100000)] = 50
@@ -429,7 +431,7 @@ class GliomaMTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node = self._parameterNode
         self.startJob(lambda: self.logic.predict(
             self.inputNodes(), node.modelId, node.device, age=node.patientAge if node.patientAge >= 0 else None,
-            progressCallback=self.setProgress,
+            flips=node.testTimeFlips, progressCallback=self.setProgress,
             completedCallback=lambda job: self.jobFinished(job, _("Segmentation"), self.onPredictionDone)),
             _("Segmentation"))
 
@@ -879,14 +881,15 @@ class GliomaMTLLogic(ScriptedLoadableModuleLogic):
     # ------------------------------------------------------------------ predict
 
     def predict(self, inputs: dict, modelId: str, device: str = "auto", age=None, progressCallback=None,
-                completedCallback=None, waitForCompletion: bool = False) -> ChildJob:
+                completedCallback=None, waitForCompletion: bool = False, flips: str = "model default") -> ChildJob:
         """Segment and classify the case in a child process (outputs in ``job.files``); ``age``: the
-        patient's age in years, or None when unknown."""
+        patient's age in years, or None when unknown; ``flips``: test-time flips, "model default", "on"
+        or "off"."""
         used, reference, caseId = self.checkInputs(inputs, modelId)
         files = self.writeInputs(used, caseId)
         python = childPython()[0]
         command = commands.predict_command(python, files.input_dir, files.output_dir, model=modelId, device=device,
-                                           age=age)
+                                           age=age, flips=flips)
         return self.startJob("predict", command, device, files=files, progressCallback=progressCallback,
                              completedCallback=completedCallback, waitForCompletion=waitForCompletion)
 

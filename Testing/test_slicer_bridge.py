@@ -113,6 +113,11 @@ def test_predict_and_cohort_commands():
     with pytest.raises(ValueError, match="device 'gpu'"):
         commands.predict_command("py", "a", "b", model="m", device="gpu")
     assert commands.predict_command("py", "a", "b", model="m", age=54.5)[-2:] == ["--age", "54.5"]
+    assert commands.predict_command("py", "a", "b", model="m", flips="on")[-1] == "--tta"
+    assert commands.predict_command("py", "a", "b", model="m", flips="off")[-1] == "--no-tta"
+    assert not {"--tta", "--no-tta"} & set(commands.predict_command("py", "a", "b", model="m"))
+    with pytest.raises(ValueError, match="test-time flips 'yes' is not one of"):
+        commands.predict_command("py", "a", "b", model="m", flips="yes")
     with pytest.raises(ValueError, match="patient age must lie between 0 and 120 years, got 130"):
         commands.predict_command("py", "a", "b", model="m", age=130)
     with pytest.raises(ValueError, match="interpreter"):

@@ -42,17 +42,27 @@ def _check_device(device: str) -> str:
     return device
 
 
+#: The panel's test-time flips choices -> ``--tta`` / ``--no-tta`` / nothing (the model's default).
+FLIPS: dict[str, bool | None] = {"model default": None, "on": True, "off": False}
+
+
 def predict_command(python: str | os.PathLike, case_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
-                    model: str, device: str = "auto", seg_nrrd: bool = True, age: float | None = None) -> list[str]:
-    """``gliomamtl predict CASE --out DIR --model M --device D --progress-json [--seg-nrrd] [--age YEARS]``.
+                    model: str, device: str = "auto", seg_nrrd: bool = True, age: float | None = None,
+                    flips: str = "model default") -> list[str]:
+    """``gliomamtl predict CASE --out DIR --model M --device D --progress-json [--seg-nrrd] [--age YEARS]
+    [--tta | --no-tta]``; ``flips`` is one of :data:`FLIPS`.
 
     Raises:
-        ValueError: an age that is not a number of years between 0 and 120.
+        ValueError: an age that is not a number of years between 0 and 120, or an unknown ``flips``.
     """
+    if flips not in FLIPS:
+        raise ValueError(f"test-time flips {flips!r} is not one of {list(FLIPS)}")
     args = ["predict", str(case_dir), "--out", str(out_dir), "--model", model,
             "--device", _check_device(device), "--progress-json"]
     if seg_nrrd:
         args.append("--seg-nrrd")
+    if FLIPS[flips] is not None:
+        args.append("--tta" if FLIPS[flips] else "--no-tta")
     return engine_command(python, *args, *_age_args(age))
 
 
