@@ -169,14 +169,14 @@ def test_shipped_recipes_of_issue_11():
     assert sum(n for *_, n in schedule_plan(adult)) >= 5000
     pediatric = load_recipe("gliomamtl_pediatric")
     assert pediatric["export"]["version"] == "0.2.0"
-    candidate = load_recipe("gliomamtl_pediatric_large")  # pediatric 0.3.0, shipped: no BRAF head, 3x phantoms
+    candidate = load_recipe("gliomamtl_pediatric_large")  # pediatric 0.3.x, shipped: no BRAF head, 3x phantoms
     assert candidate["tasks"] == {} and candidate["stages"]["main"]["network"]["tasks"] == {}
     assert candidate["data"]["n_train"] == 3 * pediatric["data"]["n_train"]
     assert (candidate["data"]["n_test"], candidate["data"]["seed"]) == (pediatric["data"]["n_test"], pediatric["data"]["seed"])
     same = {k: v for k, v in pediatric["stages"]["main"]["network"].items() if k != "tasks"}
     assert {k: candidate["stages"]["main"]["network"][k] for k in same} == same
     assert [p["genotype"] for p in candidate["stages"]["main"]["phases"]] == [False]
-    assert candidate["export"]["version"] == "0.3.0"
+    assert candidate["export"]["version"] == "0.3.1" and candidate["tta"] == "gpu"  # 0.3.1: flips on a GPU
     assert "gliomamtl_pediatric) echo gliomamtl_pediatric_large" in (REPO / "training" / "reproduce.sh").read_text()
     base = load_recipe("gliomamtl_adult_segonly")  # adult 0.3.1, the network of every later adult recipe
     assert (base["export"]["name"], base["export"]["version"]) == ("gliomamtl_adult", "0.3.1")
