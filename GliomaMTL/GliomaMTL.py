@@ -139,7 +139,7 @@ class GliomaMTLParameterNode:
 
     t1n, t1c, t2w, t2f: input volumes. outputSegmentation: the result (created when empty).
     modelId: ``NAME@VERSION`` of the chosen model version. device: auto, cpu or cuda.
-    testTimeFlips: model default (the shipped adult model: on a GPU only), on or off.
+    testTimeFlips: model default (the shipped models: on a GPU only), on or off.
     heatmap: the heatmap volume shown. caseId: id of the case in the job files and the store.
     predictionFile: label map the engine predicted for the current case (for the correction store).
     patientAge: age at the scan in years, -1 when unknown (an input of age-aware genotype models).
@@ -577,7 +577,7 @@ class GliomaMTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         root, out = self.ui.cohortRootSelector.currentPath, self.ui.cohortOutputSelector.currentPath
         node = self._parameterNode
         self.startJob(lambda: self.logic.predictCohort(
-            root, out, node.modelId, node.device, progressCallback=self.onCohortProgress,
+            root, out, node.modelId, node.device, flips=node.testTimeFlips, progressCallback=self.onCohortProgress,
             completedCallback=lambda job: self.jobFinished(job, _("Cohort"), lambda j: self.refreshCohortList())),
             _("Cohort"))
 
@@ -1092,13 +1092,14 @@ class GliomaMTLLogic(ScriptedLoadableModuleLogic):
     # ------------------------------------------------------------------ cohort
 
     def predictCohort(self, root: str, out: str, modelId: str, device: str = "auto", progressCallback=None,
-                      completedCallback=None, waitForCompletion: bool = False) -> ChildJob:
-        """``predict --cohort``: every case folder under ``root`` into ``out`` (done cases are skipped)."""
+                      completedCallback=None, waitForCompletion: bool = False, flips: str = "model default") -> ChildJob:
+        """``predict --cohort``: every case folder under ``root`` into ``out`` (done cases are skipped);
+        ``flips``: test-time flips, "model default", "on" or "off"."""
         if not root or not Path(root).is_dir():
             raise ValueError(_("choose the folder that holds the case folders"))
         if not out:
             raise ValueError(_("choose an output folder"))
-        command = commands.cohort_command(childPython()[0], root, out, model=modelId, device=device)
+        command = commands.cohort_command(childPython()[0], root, out, model=modelId, device=device, flips=flips)
         return self.startJob("cohort", command, device, progressCallback=progressCallback,
                              completedCallback=completedCallback, waitForCompletion=waitForCompletion)
 

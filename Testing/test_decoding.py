@@ -72,10 +72,15 @@ def test_predictor_decodes_by_regions_when_asked(tmp_path):
     assert not (high.labels == 3).any() and dice(high.labels == 1, blob) > 0.9
 
 
-def test_predictor_names_model_json_for_bad_decoding(tmp_path):
+def test_bad_decoding_names_model_json_or_the_argument(tmp_path):
     bundle = tiny_bundle(tmp_path / "b", main_spacing=None)
-    with pytest.raises(BundleError, match=r"model\.json: decoding mode 'best' is not one of"):
+    with pytest.raises(ValueError, match=r"^decoding argument: decoding mode 'best' is not one of"):
         Predictor(bundle, device="cpu", decoding={"mode": "best"})
+    with pytest.raises(ValueError, match=r"^tta argument: tta must be true, false or 'gpu', got 'always'"):
+        Predictor(bundle, device="cpu", tta="always")
+    bundle.meta["decoding"] = "regions"
+    with pytest.raises(BundleError, match=r"model\.json: decoding must be a mapping such as"):
+        Predictor(bundle, device="cpu")
 
 
 def test_flips_on_a_gpu_only_resolve_by_device(tmp_path):

@@ -114,6 +114,7 @@ def test_predict_and_cohort_commands():
         commands.predict_command("py", "a", "b", model="m", device="gpu")
     assert commands.predict_command("py", "a", "b", model="m", age=54.5)[-2:] == ["--age", "54.5"]
     assert commands.predict_command("py", "a", "b", model="m", flips="on")[-1] == "--tta"
+    assert commands.cohort_command("py", "/r", "/o", model="m", flips="off")[-1] == "--no-tta"
     assert commands.predict_command("py", "a", "b", model="m", flips="off")[-1] == "--no-tta"
     assert not {"--tta", "--no-tta"} & set(commands.predict_command("py", "a", "b", model="m"))
     with pytest.raises(ValueError, match="test-time flips 'yes' is not one of"):

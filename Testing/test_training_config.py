@@ -105,8 +105,9 @@ def test_decoding_is_checked_and_reaches_model_json():
         load_recipe("shi2023", ["decoding.mode=vote"])
     assert bundle_meta(load_recipe("shi2023"))["tta"] is False
     assert bundle_meta(load_recipe("shi2023", ["tta=gpu"]))["tta"] == "gpu"
-    with pytest.raises(ConfigError, match="tta must be true, false or 'gpu'"):
-        load_recipe("shi2023", ["tta=sometimes"])
+    for bad in ("tta=sometimes", "tta=1"):  # 1 == True, but model.json must hold a bool
+        with pytest.raises(ConfigError, match="tta must be true, false or 'gpu'"):
+            load_recipe("shi2023", [bad])
 
 
 def test_override_type_and_syntax_errors():

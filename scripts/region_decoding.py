@@ -63,6 +63,10 @@ def predict_group(model: str, group: str, out: Path) -> None:
 
     off = {"et_min_ml": 0.0, "min_component_ml": 0.0, "et_min_confidence": 0.0}
     predictor = Predictor(model, device="cpu", num_threads=1, postprocess=off, decoding={"mode": "argmax"}, tta=False)
+    try:  # the phantoms, the regions and the file names are the adult cohort's
+        Decoding("regions").check_regions(predictor.regions)
+    except ValueError as exc:
+        raise SystemExit(f"{model}: this script compares NCR/ED/ET decoders on adult phantoms; {exc}") from None
     folder = out / group
     folder.mkdir(parents=True, exist_ok=True)
     rules = PostprocessConfig.from_dict(predictor.bundle.meta.get("postprocess")).to_dict()  # the model's own

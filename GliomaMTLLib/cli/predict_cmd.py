@@ -58,7 +58,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                         help="test-time flips: average the segmentation over mirror images (4x the main network's "
                         "time: about 2 s more per case on a 2-core CPU; default: the model's model.json \"tta\"; "
-                        "the shipped adult model flips on a GPU only)")
+                        "the shipped models flip on a GPU only)")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
                         help="auto: ONNX Runtime on the CPU when installed (faster; the first run with a model "
                              "exports it once into the cache), else PyTorch; torch or onnx to force one")

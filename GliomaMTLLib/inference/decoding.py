@@ -47,10 +47,12 @@ class Decoding:
         """From ``model.json``'s ``"decoding"`` (None or absent: the argmax).
 
         Raises:
-            ValueError: an unknown key, mode or a threshold outside (0, 1).
+            ValueError: not a mapping, an unknown key or mode, or a threshold outside (0, 1).
         """
         if not data:
             return cls()
+        if not isinstance(data, Mapping):
+            raise ValueError(f"decoding must be a mapping such as {{\"mode\": \"argmax\"}}, got {data!r}")
         unknown = set(data) - {"mode", "wt", "tc", "et"}
         if unknown:
             raise ValueError(f"decoding has unknown key(s) {sorted(unknown)}; expected mode, wt, tc, et")

@@ -63,7 +63,8 @@ class Prediction:
             ``postprocess``, and ``write`` when written by :func:`write_prediction`).
         warnings: plain-language notes for the user (no tumor found, inputs unlike the training
             data, GPU memory fallbacks, post-processing changes).
-        model: ``name``, ``version``, ``sha256`` and ``folder`` of the bundle.
+        model: ``name``, ``version``, ``sha256`` and ``folder`` of the bundle, ``test_time_flips``
+            (bool) and ``decoding`` (:meth:`GliomaMTLLib.inference.decoding.Decoding.to_dict`).
         device: where the networks ran (``cpu``, ``cuda:0``).
         tumor: ``found`` (a tumor is in the final label map), ``center_mm`` (its centre of mass,
             LPS mm, or None) and ``windows`` (main-stage network windows run).
@@ -79,7 +80,7 @@ class Prediction:
     volumes_ml: dict[str, float]
     timings: dict[str, float]
     warnings: list[str]
-    model: dict[str, str]
+    model: dict[str, Any]
     device: str = "cpu"
     tumor: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, Path] = field(default_factory=dict)

@@ -337,9 +337,13 @@ class Predictor:
         try:
             self.decoding = Decoding.from_dict(decoding if decoding is not None else self.bundle.meta.get("decoding"))
             self.decoding.check_regions(self.regions)
+        except ValueError as exc:
+            raise (ValueError(f"decoding argument: {exc}") if decoding is not None
+                   else BundleError(f"{meta_path}: {exc}")) from exc
+        try:
             self.tta = resolve_tta(self.bundle.meta.get("tta", False) if tta is None else tta, self.device)
         except ValueError as exc:
-            raise BundleError(f"{meta_path}: {exc}") from exc
+            raise (ValueError(f"tta argument: {exc}") if tta is not None else BundleError(f"{meta_path}: {exc}")) from exc
         try:
             self.postprocess_config = PostprocessConfig.from_dict(self.bundle.meta.get("postprocess")).updated(postprocess)
         except ValueError as exc:

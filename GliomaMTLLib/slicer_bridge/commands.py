@@ -55,15 +55,22 @@ def predict_command(python: str | os.PathLike, case_dir: str | os.PathLike, out_
     Raises:
         ValueError: an age that is not a number of years between 0 and 120, or an unknown ``flips``.
     """
-    if flips not in FLIPS:
-        raise ValueError(f"test-time flips {flips!r} is not one of {list(FLIPS)}")
     args = ["predict", str(case_dir), "--out", str(out_dir), "--model", model,
             "--device", _check_device(device), "--progress-json"]
     if seg_nrrd:
         args.append("--seg-nrrd")
-    if FLIPS[flips] is not None:
-        args.append("--tta" if FLIPS[flips] else "--no-tta")
-    return engine_command(python, *args, *_age_args(age))
+    return engine_command(python, *args, *_flips_args(flips), *_age_args(age))
+
+
+def _flips_args(flips: str) -> list[str]:
+    """``["--tta"]``, ``["--no-tta"]`` or nothing (the model's default) for a :data:`FLIPS` choice.
+
+    Raises:
+        ValueError: not one of :data:`FLIPS`.
+    """
+    if flips not in FLIPS:
+        raise ValueError(f"test-time flips {flips!r} is not one of {list(FLIPS)}")
+    return [] if FLIPS[flips] is None else ["--tta" if FLIPS[flips] else "--no-tta"]
 
 
 def _age_args(age: float | None) -> list[str]:
@@ -81,10 +88,14 @@ def _age_args(age: float | None) -> list[str]:
 
 
 def cohort_command(python: str | os.PathLike, root: str | os.PathLike, out_dir: str | os.PathLike, *,
-                   model: str, device: str = "auto") -> list[str]:
-    """``gliomamtl predict --cohort ROOT --out DIR ... --progress-json --seg-nrrd``."""
+                   model: str, device: str = "auto", flips: str = "model default") -> list[str]:
+    """``gliomamtl predict --cohort ROOT --out DIR ... --progress-json --seg-nrrd [--tta | --no-tta]``.
+
+    Raises:
+        ValueError: an unknown ``flips`` (one of :data:`FLIPS`).
+    """
     return engine_command(python, "predict", "--cohort", str(root), "--out", str(out_dir), "--model", model,
-                          "--device", _check_device(device), "--progress-json", "--seg-nrrd")
+                          "--device", _check_device(device), "--progress-json", "--seg-nrrd", *_flips_args(flips))
 
 
 def explain_command(python: str | os.PathLike, case_dir: str | os.PathLike, out_dir: str | os.PathLike, *,

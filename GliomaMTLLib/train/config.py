@@ -444,7 +444,7 @@ def _validate_values(recipe: Mapping[str, Any], source: str) -> None:
             raise ConfigError(f"{source}: stages.{name}.batch_size must be a positive integer")
     from GliomaMTLLib.inference.decoding import Decoding
 
-    if recipe["tta"] not in (None, True, False, "gpu"):
+    if not (recipe["tta"] is None or isinstance(recipe["tta"], bool) or recipe["tta"] == "gpu"):
         raise ConfigError(f"{source}: tta must be true, false or 'gpu' (test-time flips on a GPU only), got {recipe['tta']!r}")
     try:
         Decoding.from_dict(recipe["decoding"])

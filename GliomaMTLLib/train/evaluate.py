@@ -502,6 +502,7 @@ def evaluate_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
         "grid": "each case's input grid",
         "inference": "GliomaMTLLib.inference.Predictor",
         "iterations": run_info.get("iterations"),
+        "tta": predictor.tta,
         "seconds_per_case": round(seconds, 3),
     }
     return write_report(out_dir, f"Evaluation of {recipe['name']}", info, seg_cases, seg_summary, cls_rows, curves,
