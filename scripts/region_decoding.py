@@ -135,18 +135,22 @@ def score_case(data: dict, decoding: dict, tta: bool, rules: dict) -> np.ndarray
     et_if_fired = 1.0 if int(np.count_nonzero(ref == 3)) + int(data["ref_outside"][2]) == 0 else 0.0
     rows = np.tile(np.asarray(dices), (len(CONFIDENCES), 1))
     for i, c in enumerate(CONFIDENCES):
-        if mean_p is not None and et_ml < config.et_confidence_max_ml and mean_p < c:
+        if config.unsure_et(mean_p, et_ml, c):
             rows[i, 2] = et_if_fired
     return rows
 
 
-def score_table(out: Path, settings: list) -> dict[str, np.ndarray]:
-    """Group -> Dice array (settings, cases, 3) of the stored cases, kept in ``out/scores.npz``
-    (recomputed when the cases or the settings change)."""
+def grid_settings() -> list[tuple[dict, float, bool]]:
+    """(decoder, unsure-ET threshold, flips) for the whole grid, in :func:`score_table`'s order."""
+    return [(d, c, t) for d in decoders() for c in CONFIDENCES for t in (False, True)]
+
+
+def score_table(out: Path, settings: list, rules: dict) -> dict[str, np.ndarray]:
+    """Group -> Dice array (settings, cases, 3) of the stored cases under :func:`grid_settings`
+    ``settings``, kept in ``out/scores.npz`` (recomputed when the cases, settings or rules change)."""
     import json
 
     cache = out / "scores.npz"
-    rules = json.loads((out / "postprocess.json").read_text())
     files = {g: sorted(p.name for p in (out / g).glob("synth-adult-*.npz")) for g in GROUPS if (out / g).is_dir()}
     key = json.dumps({"files": files, "settings": [list(s) for s in settings], "rules": rules}, sort_keys=True)
     if cache.exists():
@@ -161,10 +165,11 @@ def score_table(out: Path, settings: list) -> dict[str, np.ndarray]:
         for j, name in enumerate(names):
             with np.load(out / group / name) as npz:
                 data = {k: npz[k] for k in npz.files}
-            for d, t in itertools.product(decoders(), (False, True)):
-                rows = score_case(data, d, t, rules)
-                for k, c in enumerate(CONFIDENCES):
-                    table[settings.index((d, c, t)), j] = rows[k]
+            for i_d, d in enumerate(decoders()):
+                for i_t, t in enumerate((False, True)):
+                    rows = score_case(data, d, t, rules)
+                    for k in range(len(CONFIDENCES)):  # grid_settings' order: decoder, threshold, flips
+                        table[(i_d * len(CONFIDENCES) + k) * 2 + i_t, j] = rows[k]
         results[group] = table
         print(f"{group}: {len(names)} cases scored", flush=True)
     np.savez(cache, key=np.array(key), **results)
@@ -173,16 +178,17 @@ def score_table(out: Path, settings: list) -> dict[str, np.ndarray]:
 
 def score(out: Path, show: list[str]) -> None:
     """Print the grid's best settings on ``tune`` and the chosen one against the shipped one on every group."""
-    from GliomaMTLLib.metrics.segmentation import bootstrap_mean_ci
-
     import json
 
-    settings = [(d, c, t) for d in decoders() for c in CONFIDENCES for t in (False, True)]
-    results = score_table(out, settings)  # group -> (settings, cases, 3)
-    confidence = json.loads((out / "postprocess.json").read_text())["et_min_confidence"]
-    if confidence not in CONFIDENCES:
-        raise SystemExit(f"the model's et_min_confidence {confidence} is not on the grid {CONFIDENCES}")
-    shipped = ({"mode": "argmax"}, confidence, False)  # the baseline: argmax, the model's rules, no flips
+    from GliomaMTLLib.metrics.segmentation import bootstrap_mean_ci
+
+    settings = grid_settings()
+    rules = json.loads((out / "postprocess.json").read_text())
+    if rules["et_min_confidence"] not in CONFIDENCES:
+        raise SystemExit(f"the model's et_min_confidence {rules['et_min_confidence']} is not on the grid {CONFIDENCES}")
+    results = score_table(out, settings, rules)  # group -> (settings, cases, 3)
+    # the baseline: argmax, the model's rules, no flips
+    base = settings.index(({"mode": "argmax"}, rules["et_min_confidence"], False))
     if "tune" not in results:
         raise SystemExit(f"no tuning cases in {out / 'tune'}")
     mean = results["tune"].mean(axis=1)  # (settings, 3)
@@ -201,10 +207,10 @@ def score(out: Path, show: list[str]) -> None:
     if unknown:
         raise SystemExit(f"--show {unknown[0]!r} is not a setting on the grid, e.g. {names[1]!r}")
     asked = [names.index(n) for n in show]
-    shown = list(dict.fromkeys([settings.index(shipped), *order[:8], *asked]))
+    shown = list(dict.fromkeys([base, *order[:8], *asked]))
     for i in shown:
         cells = [" / ".join(f"{v:.4f}" for v in r[i].mean(axis=0)) for r in results.values()]
-        print(f"| {name(settings[i])}{' (shipped)' if i == settings.index(shipped) else ''} | " + " | ".join(cells) + " |")
+        print(f"| {name(settings[i])}{' (shipped)' if i == base else ''} | " + " | ".join(cells) + " |")
     best = int(order[0])
     best_plain = int(next(i for i in order if not settings[i][2]))
     for i in dict.fromkeys((best, best_plain, *asked)):
@@ -212,7 +218,7 @@ def score(out: Path, show: list[str]) -> None:
         for group, r in results.items():
             cells = []
             for k, region in enumerate(REGIONS):
-                diff = r[i, :, k] - r[settings.index(shipped), :, k]
+                diff = r[i, :, k] - r[base, :, k]
                 lo, hi = bootstrap_mean_ci(diff)
                 cells.append(f"{region} {diff.mean():+.4f} [{lo:+.4f}, {hi:+.4f}] ({(diff > 1e-9).sum()}/{(diff < -1e-9).sum()})")
             print(f"  {group}: " + "; ".join(cells))

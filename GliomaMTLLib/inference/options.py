@@ -12,5 +12,7 @@ from __future__ import annotations
 DEFAULT_MODEL = "gliomamtl_adult"
 #: ``--device`` values (``cuda:N`` is accepted too).
 DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+#: ``model.json`` / recipe ``"tta"`` value besides true and false: test-time flips on a GPU only.
+TTA_ON_GPU = "gpu"
 #: ``--engine`` values: ONNX Runtime on the CPU when installed (``auto``), or PyTorch.
 ENGINES: tuple[str, ...] = ("auto", "torch", "onnx")

@@ -95,6 +95,12 @@ class PostprocessConfig:
     def to_dict(self) -> dict[str, float]:
         return dataclasses.asdict(self)
 
+    def unsure_et(self, mean_probability: float | None, et_ml: float, confidence: float | None = None) -> bool:
+        """Whether rule 3 relabels an ET of ``et_ml`` ml with this mean probability (None: no ET) as
+        NCR, at ``confidence`` (default :attr:`et_min_confidence`)."""
+        threshold = self.et_min_confidence if confidence is None else confidence
+        return mean_probability is not None and et_ml < self.et_confidence_max_ml and mean_probability < threshold
+
 
 def regions_for_labels(labels: Mapping[int, str], declared: Mapping[str, Any] | None = None) -> dict[str, tuple[int, ...]]:
     """Tumor regions (name -> label values summed into it) of a model's label set.
@@ -247,7 +253,7 @@ def apply_postprocess(
             )
     if config.et_min_confidence > 0 and et_probability is not None and {NCR, ET} <= values:
         confidence, et_ml = et_mean_probability(labels, et_probability, et_probability_box, voxel_volume_ml)
-        if confidence is not None and et_ml < config.et_confidence_max_ml and confidence < config.et_min_confidence:
+        if config.unsure_et(confidence, et_ml):
             labels[labels == ET] = NCR
             notes.append(
                 f"enhancing tumor of {et_ml:.2f} ml with a mean probability of {confidence:.2f} "

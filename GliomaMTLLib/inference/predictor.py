@@ -100,7 +100,7 @@ from GliomaMTLLib.preprocess import (
 
 logger = logging.getLogger(__name__)
 ProgressCallback = Callable[[float, str], None]
-from GliomaMTLLib.inference.options import DEFAULT_MODEL  # noqa: E402  (re-exported)
+from GliomaMTLLib.inference.options import DEFAULT_MODEL, TTA_ON_GPU  # noqa: E402  (DEFAULT_MODEL re-exported)
 
 
 STAGE_MODES = ("whole", "crop", "sliding")
@@ -219,10 +219,6 @@ def _absent_warning(absent: "list[str]", model: str) -> str:
         f"missing sequence(s) {names}: model {model} ran without them (filled with zeros after normalisation, "
         "as its training's sequence dropout did); expect lower accuracy, see the model card's Dice per sequence subset"
     )
-
-
-#: ``model.json`` ``"tta"`` values besides true and false: flips on a GPU only.
-TTA_ON_GPU = "gpu"
 
 
 def resolve_tta(setting: bool | str, device: torch.device) -> bool:
