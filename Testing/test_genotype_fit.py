@@ -100,6 +100,11 @@ def test_headless_fit_counts_lesions_and_declares_its_tasks_in_the_bundle(tmp_pa
     from GliomaMTLLib.inference import Predictor
 
     assert set(Predictor(bundle.folder, device="cpu", engine="torch").tasks) == set(TASKS)
+    # collecting a refit's cache with this bundle keeps the network's heads only, not the path's logits
+    from GliomaMTLLib.genotype.collect import CapturingPredictor
+
+    assert len(Predictor(bundle.folder, device="cpu", engine="torch").task_logits.paths) == 1
+    assert len(CapturingPredictor(bundle.folder, device="cpu", engine="torch").task_logits.paths) == 0
 
 
 def test_shifted_development_phantoms_join_the_fit_and_held_out_splits_never_do() -> None:

@@ -78,6 +78,30 @@ def test_calcification_focus_sees_small_dark_foci_inside_the_core_not_its_border
     assert radiological_features(probs, outside, depth, position, (1.5,) * 3)[i] == pytest.approx(float(plain), abs=0.3)
 
 
+def test_fluid_smooth_share_sees_a_cyst_and_follows_the_scans_own_noise() -> None:
+    """A tumor filled with smooth fluid scores high, a textured solid one low, whatever the noise
+    level of the scan (the threshold is relative to the normal brain); a flat FLAIR gives 0."""
+    size = 24
+    core, wt, _ = _ring((12, 12, 12), 6, edema=0.5, size=size)
+    two = torch.from_numpy(np.stack([1 - wt, wt]).astype(np.float32))
+    depth, position = torch.full((size,) * 3, 15.0), torch.zeros(3, size, size, size)
+    i = FEATURE_NAMES.index("fluid_smooth_share_wt")
+    inner = (core > 0.5).astype(np.float32)
+
+    def share(noise: float, cyst: bool) -> float:
+        rng = np.random.default_rng(3)
+        flair = rng.normal(0.0, noise, (size,) * 3).astype(np.float32)
+        if cyst:  # fluid: 5 x smoother than the brain
+            flair = flair * (1.0 - inner) + 0.2 * flair * inner - 1.0 * inner
+        return float(radiological_features(two, torch.from_numpy(flair)[None], depth, position, (1.5,) * 3, ("t2f",))[i])
+
+    for noise in (0.1, 0.4):
+        assert share(noise, cyst=True) > 0.5 and share(noise, cyst=False) < 0.2
+    assert share(0.1, cyst=True) == pytest.approx(share(0.4, cyst=True), abs=0.1)  # 4 x the noise
+    flat = radiological_features(two, torch.zeros(1, size, size, size), depth, position, (1.5,) * 3, ("t2f",))
+    assert float(flat[i]) == 0.0
+
+
 def test_feature_input_shapes_are_checked() -> None:
     probs, image, depth, position = _inputs(_probs(*_ring((8, 8, 8), 4)))
     with pytest.raises(ValueError, match="must lie on the probs grid"):

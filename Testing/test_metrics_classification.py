@@ -210,3 +210,21 @@ def test_ece_by_hand():
     assert expected_calibration_error(probs, y, n_bins=2) == pytest.approx(abs(2 / 3 - 2.3 / 3))
     # 10 bins: 0.9 -> acc 1 vs 0.9; 0.8 -> 0 vs 0.8; 0.6 -> 1 vs 0.6
     assert expected_calibration_error(probs, y, n_bins=10) == pytest.approx((0.1 + 0.8 + 0.4) / 3)
+
+
+def test_paired_auc_difference_is_zero_for_the_same_scores_and_positive_for_a_better_one() -> None:
+    from GliomaMTLLib.metrics.classification import paired_auc_difference
+
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, 120)
+    noisy = np.clip(0.5 + 0.1 * (y - 0.5) + rng.normal(0, 0.3, 120), 0, 1)
+    sharp = np.clip(0.5 + 0.4 * (y - 0.5) + rng.normal(0, 0.1, 120), 0, 1)
+    assert paired_auc_difference(y, noisy, noisy, n_boot=200) == (0.0, 0.0, 0.0)
+    d, lo, hi = paired_auc_difference(y, noisy, sharp, n_boot=300)
+    assert d == pytest.approx(roc_auc(y == 1, sharp) - roc_auc(y == 1, noisy))
+    assert 0.0 < lo <= d <= hi
+    # unknown labels are left out of both, and three classes use the macro AUC
+    y3 = np.where(np.arange(120) % 10 == 0, -1, rng.integers(0, 3, 120))
+    p3 = rng.dirichlet(np.ones(3), 120)
+    d3, lo3, hi3 = paired_auc_difference(y3, p3, p3, n_boot=50)
+    assert (d3, lo3, hi3) == (0.0, 0.0, 0.0)

@@ -177,8 +177,11 @@ def test_shipped_recipes_of_issue_11():
     same = {k: v for k, v in pediatric["stages"]["main"]["network"].items() if k != "tasks"}
     assert {k: candidate["stages"]["main"]["network"][k] for k in same} == same
     assert [p["genotype"] for p in candidate["stages"]["main"]["phases"]] == [False]
-    assert candidate["export"]["version"] == "0.3.1" and candidate["tta"] == "gpu"  # 0.3.1: flips on a GPU
-    assert "gliomamtl_pediatric) echo gliomamtl_pediatric_large" in (REPO / "training" / "reproduce.sh").read_text()
+    assert candidate["export"]["version"] == "0.3.2" and candidate["tta"] == "gpu"  # 0.3.1: flips on a GPU
+    reproduce = (REPO / "training" / "reproduce.sh").read_text()
+    assert "gliomamtl_pediatric) echo gliomamtl_pediatric_large" in reproduce
+    # 0.3.2's BRAF path was fitted on 420 development phantoms: reproduce.sh refits it on as many
+    assert "gliomamtl_pediatric) default_counts=train=320,val=100,test=100,transfer=30" in reproduce
     base = load_recipe("gliomamtl_adult_segonly")  # adult 0.3.1, the network of every later adult recipe
     assert (base["export"]["name"], base["export"]["version"]) == ("gliomamtl_adult", "0.3.1")
     large = load_recipe("gliomamtl_adult_large")  # adult 0.4.x, shipped: 0.3.1 on three times the phantoms

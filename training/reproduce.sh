@@ -52,7 +52,8 @@ for name in "${MODELS[@]}"; do
   [[ "$name" == *pediatric* ]] && cohort=pediatric
   version=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['version'])" "Resources/Models/$name/model.json")
   default_counts=train=120,val=100,test=100,transfer=30
-  [ "$name" = gliomamtl_adult ] && default_counts=train=320,val=100,test=200,transfer=30
+  case "$name" in gliomamtl_adult) default_counts=train=320,val=100,test=200,transfer=30 ;;
+    gliomamtl_pediatric) default_counts=train=320,val=100,test=100,transfer=30 ;; esac
   counts=${GENOTYPE_COUNTS:-$default_counts}
   echo "== genotype path of $name"
   if ! "$PY" -m GliomaMTLLib.train.genotype_fit --model "$RUNS/bundles/$name" --cohort "$cohort" \

@@ -41,6 +41,12 @@ class CapturingPredictor(Predictor):
 
     _pending: dict[str, Any] | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The cache's ``cnn_logits_*`` are the network's own heads (the CNN comparison); a bundle's
+        # fitted feature path is what a refit replaces, so its logits are not kept as "CNN" logits.
+        self.task_logits.paths = type(self.task_logits.paths)()
+
     @property
     def wants_genotype_window(self) -> bool:
         # a segmentation-only network gets its genotype path fitted on these windows

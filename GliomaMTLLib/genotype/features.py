@@ -64,10 +64,15 @@ FEATURE_NAMES: tuple[str, ...] = (
     "flair_sd_wt",  # FLAIR heterogeneity inside the tumor
     "infratentorial_share",  # share in the posterior fossa (inferior and posterior)
     "calcification_focus",  # strongest T2- and FLAIR-dark focus inside the core, against its 3-voxel neighbourhood
+    "fluid_smooth_share_wt",  # share of the tumor as smooth on FLAIR as fluid (a cyst), relative to normal brain
 )
 #: Voxels averaged for ``calcification_focus``: a few, so one calcified focus of 1-2 mm counts but a
 #: single noisy voxel does not decide it.
 CALC_FOCUS_VOXELS = 4
+#: ``fluid_smooth_share_wt``: a tumor voxel counts as fluid-smooth when its 3-voxel FLAIR standard
+#: deviation is below this fraction of the smoothest quarter of the normal brain in the crop, so the
+#: threshold follows each scan's own noise instead of one scanner's.
+FLUID_SMOOTH_FRACTION = 0.75
 
 _EPS = 1e-6
 _T1N, _T1C, _T2W, _T2F = "t1n", "t1c", "t2w", "t2f"
@@ -89,6 +94,27 @@ def gradient_magnitude(x: torch.Tensor, spacing_zyx: Sequence[float]) -> torch.T
 
 def _box_mean(x: torch.Tensor, k: int) -> torch.Tensor:
     return F.avg_pool3d(x[None, None], k, stride=1, padding=k // 2, count_include_pad=False)[0, 0]
+
+
+def fluid_smooth_share(flair: torch.Tensor, wt: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+    """Share of the tumor interior whose local FLAIR variation is that of fluid (a cyst's content).
+
+    Local variation = standard deviation in a 3-voxel box. The reference is the lower quartile of it
+    over normal brain in the crop (more than 3 mm deep, tumor probability < 0.05; the whole crop when
+    fewer than 100 such voxels), a constant for the gradients. Cystic pediatric tumors (pilocytic
+    astrocytoma) are mostly fluid; solid ones are not. 0 for a flat (missing) FLAIR.
+    """
+    mean = _box_mean(flair, 3)
+    sd = torch.sqrt(torch.clamp(_box_mean(flair * flair, 3) - mean * mean, min=0.0) + 1e-6)
+    with torch.no_grad():
+        normal = (depth > 3.0) & (wt < 0.05)
+        pool = sd[normal] if int(normal.sum()) >= 100 else sd.flatten()
+        reference = torch.quantile(pool.float(), 0.25).to(sd.dtype)
+    if float(reference) < 1e-2:  # a flat image (missing sequence): sd is only the epsilon
+        return torch.zeros((), dtype=flair.dtype, device=flair.device)
+    threshold = FLUID_SMOOTH_FRACTION * reference
+    interior = wt * torch.clamp(_box_mean(wt, 5), 0.0, 1.0) ** 4
+    return _wmean(torch.sigmoid((threshold - sd) / (0.3 * threshold)), interior)
 
 
 def radiological_features(
@@ -197,6 +223,7 @@ def radiological_features(
         flair_sd,
         _wmean(torch.sigmoid((-sup - 0.35) / 0.1) * torch.sigmoid((-ant - 0.05) / 0.1), wt),
         calc_focus,
+        fluid_smooth_share(t2f, wt, depth),
     ]
     out = torch.stack([f.to(dtype) for f in feats])
     assert out.shape[0] == len(FEATURE_NAMES)

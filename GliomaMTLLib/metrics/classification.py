@@ -74,7 +74,7 @@ def _per_class_auc(y: np.ndarray, p: np.ndarray) -> np.ndarray:
     return np.array([roc_auc(y == c, p[:, c]) for c in range(p.shape[1])])
 
 
-def _headline_auc(y: np.ndarray, p: np.ndarray, per_class: np.ndarray | None = None) -> float:
+def headline_auc(y: np.ndarray, p: np.ndarray, per_class: np.ndarray | None = None) -> float:
     """Binary: AUC of class 1. K>2: macro mean of the defined one-vs-rest AUCs."""
     if p.shape[1] == 2:
         return float(per_class[1]) if per_class is not None else roc_auc(y == 1, p[:, 1])
@@ -103,7 +103,7 @@ def bootstrap_auc_ci(
     stats = []
     for _ in range(int(n_boot) if len(y) else 0):
         idx = rng.integers(0, len(y), len(y))
-        auc = _headline_auc(y[idx], p[idx])
+        auc = headline_auc(y[idx], p[idx])
         if not np.isnan(auc):
             stats.append(auc)
     if len(stats) < 2:
@@ -111,6 +111,31 @@ def bootstrap_auc_ci(
     alpha = (1.0 - level) / 2.0
     lo, hi = np.quantile(np.asarray(stats), [alpha, 1.0 - alpha])
     return float(lo), float(hi), len(stats)
+
+
+def paired_auc_difference(y_true: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray, *, n_boot: int = 2000,
+                          seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """Headline AUC of ``probs_b`` minus that of ``probs_a`` on the same cases, with a paired
+    percentile-bootstrap interval (each resample scores both on the same cases).
+
+    Returns:
+        ``(difference, low, high)``; NaN bounds when fewer than 2 resamples were defined.
+    """
+    y, a = _known(y_true, probs_a)
+    _, b = _known(y_true, probs_b)
+    difference = headline_auc(y, b) - headline_auc(y, a)
+    rng = np.random.default_rng(seed)
+    stats = []
+    for _ in range(int(n_boot) if len(y) else 0):
+        idx = rng.integers(0, len(y), len(y))
+        d = headline_auc(y[idx], b[idx]) - headline_auc(y[idx], a[idx])
+        if not np.isnan(d):
+            stats.append(d)
+    if len(stats) < 2:
+        return float(difference), float("nan"), float("nan")
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(np.asarray(stats), [alpha, 1.0 - alpha])
+    return float(difference), float(lo), float(hi)
 
 
 def _ratio(num: int, den: int) -> float:
@@ -159,7 +184,7 @@ def classification_metrics(
     present = [names[c] for c in range(k) if counts[c] > 0]
 
     per_class = _per_class_auc(y, p)
-    auc = _headline_auc(y, p, per_class)
+    auc = headline_auc(y, p, per_class)
     if len(present) < 2:
         note = f"AUC undefined: only {len(present)} class present in the known labels ({', '.join(present) or 'none'})"
     elif k > 2 and len(present) < k:
@@ -281,7 +306,7 @@ def plot_roc(tasks_results: Mapping[str, Any], out_png: str | os.PathLike, *, dp
         ax.set_aspect("equal")
         ax.set_xlabel("1 - specificity")
         ax.set_ylabel("sensitivity")
-        macro = _headline_auc(y, p) if k > 2 else float("nan")
+        macro = headline_auc(y, p) if k > 2 else float("nan")
         ax.set_title(f"{task} (n={len(y)}" + (f", macro AUC {macro:.3f})" if not np.isnan(macro) else ")"))
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="lower right", fontsize=8)
