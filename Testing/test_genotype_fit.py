@@ -129,3 +129,53 @@ def test_shifted_development_phantoms_join_the_fit_and_held_out_splits_never_do(
     assert _parse_counts("train=3,train_shift=2,transfer=1") == {"train": 3, "train_shift": 2, "transfer": 1}
     with pytest.raises(SystemExit, match=r"expected split=N for " + ", ".join(SPLITS) + r"; got 'shift=2'"):
         _parse_counts("train=3,shift=2")
+
+
+def test_texture_shift_is_measured_never_fitted_and_named_in_the_card() -> None:
+    """The ``texture_shift`` split (every tissue with white matter's texture) is held out like
+    ``test``: measured, in the card and the OOD false alarms, refused as development."""
+    import pytest
+
+    from GliomaMTLLib.genotype.collect import SPLIT_RENDER, SPLIT_SEEDS
+    from GliomaMTLLib.synth.appearance import CLASSES
+    from GliomaMTLLib.train.genotype_fit import card_section
+
+    assert SPLIT_RENDER["texture_shift"] == {"texture_like": {c: "wm" for c in CLASSES}}
+    assert len(set(SPLIT_SEEDS.values())) == len(SPLIT_SEEDS)  # no two splits share phantoms
+    rng = np.random.default_rng(8)
+    data = {"train": _split(120, rng), "val": _split(80, rng), "test": _split(100, rng), "texture_shift": _split(60, rng)}
+    result = fit_and_measure(data, TASKS, band=(0.35, 0.65), temperatures={}, log=lambda m: None)
+    assert result["spec"]["n_development"] == 200
+    assert result["metrics"]["idh"]["texture_shift"]["n"] == 60 and result["metrics"]["idh"]["texture_shift"]["auc"] > 0.85
+    assert 0.0 <= result["spec"]["ood"]["texture_shift_false_alarm_rate"] <= 1.0
+    section = card_section("m", "9.9.9", result, data, "cmd", (0.35, 0.65), None)
+    assert "| idh | texture_shift | 60 |" in section and "60 texture shift (every tissue" in section
+    assert "; texture shift " in section
+    with pytest.raises(ValueError, match=r"include a held-out split"):
+        fit_and_measure(data, TASKS, band=(0.35, 0.65), temperatures={}, log=lambda m: None,
+                        development=("train", "texture_shift"))
+
+
+def test_features_of_a_bundle_restrict_the_fit(tmp_path) -> None:
+    """``--features-of``: the fit uses exactly the named features of a bundle's path, in its order;
+    an unknown name or a bundle without a path is a clear error."""
+    import json
+
+    import pytest
+
+    from GliomaMTLLib.train.genotype_fit import path_features, restrict_features
+
+    rng = np.random.default_rng(9)
+    data = {"train": _split(120, rng), "val": _split(80, rng), "test": _split(100, rng)}
+    names = [FEATURE_NAMES[1], FEATURE_NAMES[0], FEATURE_NAMES[5]]
+    small = restrict_features(data, names)
+    np.testing.assert_array_equal(small["test"]["X"], data["test"]["X"][:, [1, 0, 5]])
+    result = fit_and_measure(small, TASKS, band=(0.35, 0.65), temperatures={}, log=lambda m: None, feature_names=names)
+    assert result["spec"]["features"] == names
+    with pytest.raises(ValueError, match=r"unknown genotype features \['no_such'\]"):
+        restrict_features(data, ["no_such"])
+    (tmp_path / "model.json").write_text(json.dumps({"genotype_paths": [{"kind": "k", "features": names}]}))
+    assert path_features(tmp_path) == names
+    (tmp_path / "model.json").write_text(json.dumps({"genotype_paths": []}))
+    with pytest.raises(ValueError, match="has no radiological-feature genotype path"):
+        path_features(tmp_path)

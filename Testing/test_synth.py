@@ -69,6 +69,26 @@ def test_different_seed_gives_different_case():
     assert not np.array_equal(a.label, b.label)
 
 
+def test_texture_shift_changes_only_the_textures():
+    """``texture_like`` (the genotype path's texture-shift split) swaps class textures and nothing
+    else: same draws, same contrast, same anatomy and labels; an unknown class is refused."""
+    from GliomaMTLLib.synth.appearance import CLASSES, TEXTURE, sample_style
+
+    plain = sample_style(np.random.default_rng(5))
+    shifted = sample_style(np.random.default_rng(5), texture_like={"cyst": "wm"})
+    for seq in SEQUENCES:
+        a, b = plain.sequences[seq], shifted.sequences[seq]
+        assert a.means == b.means and a.noise == b.noise
+        assert b.texture["cyst"] == pytest.approx(a.texture["cyst"] * TEXTURE["wm"] / TEXTURE["cyst"])
+        assert {c: b.texture[c] for c in CLASSES if c != "cyst"} == {c: a.texture[c] for c in CLASSES if c != "cyst"}
+    with pytest.raises(ValueError, match="unknown classes \\['cystt'\\]"):
+        sample_style(np.random.default_rng(5), texture_like={"cystt": "wm"})
+    a = synthesize(7, "adult", small=True)
+    b = synthesize(7, "adult", small=True, texture_like={c: "wm" for c in CLASSES})
+    np.testing.assert_array_equal(a.case.label, b.case.label)
+    assert not np.array_equal(a.case.images["t2f"], b.case.images["t2f"])
+
+
 def test_case_id_and_cohort_validation():
     case = generate_case(3, "pediatric", small=True, case_id="BraTS-PED-00003-000")
     assert case.case_id == "BraTS-PED-00003-000"

@@ -181,7 +181,8 @@ def test_shipped_recipes_of_issue_11():
     reproduce = (REPO / "training" / "reproduce.sh").read_text()
     assert "gliomamtl_pediatric) echo gliomamtl_pediatric_large" in reproduce
     # 0.3.2's BRAF path was fitted on 420 development phantoms: reproduce.sh refits it on as many
-    assert "gliomamtl_pediatric) default_counts=train=320,val=100,test=100,transfer=30" in reproduce
+    assert "gliomamtl_pediatric) default_counts=train=320,val=100,test=100,transfer=30,texture_shift=100" in reproduce
+    assert reproduce.count("--features-of \"Resources/Models/$name\"") == 1  # refit on the shipped path's features
     base = load_recipe("gliomamtl_adult_segonly")  # adult 0.3.1, the network of every later adult recipe
     assert (base["export"]["name"], base["export"]["version"]) == ("gliomamtl_adult", "0.3.1")
     large = load_recipe("gliomamtl_adult_large")  # adult 0.4.x, shipped: 0.3.1 on three times the phantoms

@@ -52,13 +52,13 @@ for name in "${MODELS[@]}"; do
   [[ "$name" == *pediatric* ]] && cohort=pediatric
   version=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['version'])" "Resources/Models/$name/model.json")
   default_counts=train=120,val=100,test=100,transfer=30
-  case "$name" in gliomamtl_adult) default_counts=train=320,val=100,test=200,transfer=30 ;;
-    gliomamtl_pediatric) default_counts=train=320,val=100,test=100,transfer=30 ;; esac
+  case "$name" in gliomamtl_adult) default_counts=train=320,val=100,test=200,transfer=30,texture_shift=100 ;;
+    gliomamtl_pediatric) default_counts=train=320,val=100,test=100,transfer=30,texture_shift=100 ;; esac
   counts=${GENOTYPE_COUNTS:-$default_counts}
   echo "== genotype path of $name"
   if ! "$PY" -m GliomaMTLLib.train.genotype_fit --model "$RUNS/bundles/$name" --cohort "$cohort" \
       --cache "$RUNS/genotype/$name/cache" --counts "$counts" --collect --workers "$WORKERS" \
-      --out "$RUNS/genotype/$name" --update-bundle --version "$version" \
+      --out "$RUNS/genotype/$name" --update-bundle --version "$version" --features-of "Resources/Models/$name" \
       --check-against "Resources/Models/$name" --tolerance "$TOLERANCE"; then
     status=1
   fi

@@ -19,14 +19,18 @@ from GliomaMTLLib.genotype.context import crop_context
 from GliomaMTLLib.inference.predictor import Predictor
 from GliomaMTLLib.io.atomic import atomic_path
 from GliomaMTLLib.preprocess import CropBox, crop
+from GliomaMTLLib.synth.appearance import CLASSES
 
 #: Seeds of the feature-path phantoms; far from the CNN recipes' seeds (5000 + 0/100000/200000).
 SPLIT_SEEDS = {"train": 1_000_000, "train_shift": 1_050_000, "val": 1_100_000, "test": 1_200_000,
-               "transfer": 1_300_000}
+               "transfer": 1_300_000, "texture_shift": 1_400_000}
 #: Rendering settings per split: ``transfer`` uses a contrast spread training never saw (1.8);
-#: ``train_shift`` (optional development phantoms) one between it and the networks' training (1.4).
-SPLIT_RENDER: dict[str, dict[str, float]] = {"train": {}, "train_shift": {"contrast_spread": 1.4}, "val": {},
-                                             "test": {}, "transfer": {"contrast_spread": 1.8}}
+#: ``train_shift`` (optional development phantoms) one between it and the networks' training (1.4);
+#: ``texture_shift`` renders every tissue with white matter's texture amplitude, so no class is
+#: smoother or rougher than another (a generator without class textures; held out like ``transfer``).
+SPLIT_RENDER: dict[str, dict[str, Any]] = {"train": {}, "train_shift": {"contrast_spread": 1.4}, "val": {},
+                                           "test": {}, "transfer": {"contrast_spread": 1.8},
+                                           "texture_shift": {"texture_like": {c: "wm" for c in CLASSES}}}
 
 
 class CapturingPredictor(Predictor):

@@ -20,6 +20,7 @@ then gamma, bias field, blur or thick slices, noise, and the stored intensity ra
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import numpy as np
 
@@ -144,7 +145,7 @@ def _jittered_means(rng: np.random.Generator, seq: str, spread: float) -> dict[s
 
 
 def sample_style(rng: np.random.Generator, wild_probability: float = 0.08, spread: float = 1.0,
-                 degrade: bool = True) -> CaseStyle:
+                 degrade: bool = True, texture_like: Mapping[str, str] | None = None) -> CaseStyle:
     """Draw one case's contrast and acquisition (see module docstring).
 
     Args:
@@ -152,7 +153,16 @@ def sample_style(rng: np.random.Generator, wild_probability: float = 0.08, sprea
         wild_probability: per-sequence probability of fully random class means.
         spread: multiplies all jitter (0 = the calibrated base contrast exactly).
         degrade: False disables gamma, bias, blur and keeps noise minimal (calibration).
+        texture_like: class -> class whose texture amplitude it takes (e.g. ``{"cyst": "wm"}``: a
+            cyst as textured as white matter), a rendering shift; the random draws stay the same.
+
+    Raises:
+        ValueError: for an unknown class in ``texture_like``.
     """
+    like = dict(texture_like or {})
+    unknown = sorted({*like, *like.values()} - set(CLASSES))
+    if unknown:
+        raise ValueError(f"texture_like names unknown classes {unknown}; known: {', '.join(CLASSES)}")
     style = CaseStyle(
         int16=bool(rng.random() < 0.5),
         negative_edge=bool(rng.random() < 0.5),
@@ -166,7 +176,7 @@ def sample_style(rng: np.random.Generator, wild_probability: float = 0.08, sprea
             means = {c: float(rng.uniform(-2.5, 3.5)) for c in CLASSES}
         else:
             means = _jittered_means(rng, seq, spread)
-        texture = {c: TEXTURE[c] * float(rng.uniform(0.5, 1.6)) * float(rng.choice([-1.0, 1.0])) for c in CLASSES}
+        texture = {c: TEXTURE[like.get(c, c)] * float(rng.uniform(0.5, 1.6)) * float(rng.choice([-1.0, 1.0])) for c in CLASSES}
         lowest = min(means.values())
         offset = max(BASE_OFFSET[seq] * float(np.exp(rng.normal(0.0, 0.15 * spread))), 0.4 - lowest)
         st = SequenceStyle(means=means, texture=texture, offset=offset, wild=wild,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import numpy as np
 
@@ -189,11 +190,13 @@ def _finish(x: np.ndarray, brain: np.ndarray, edge: np.ndarray | None, max_value
 
 
 def synthesize(seed: int, cohort: str = "adult", small: bool = False, case_id: str | None = None, *,
-               contrast_spread: float = 1.0, degrade: bool = True) -> SynthResult:
+               contrast_spread: float = 1.0, degrade: bool = True,
+               texture_like: Mapping[str, str] | None = None) -> SynthResult:
     """Generate one phantom case with everything that made it; see `generate_case`.
 
     ``contrast_spread=0, degrade=False`` render the calibrated base contrast without acquisition
-    effects (what ``scripts/bench_synth.py --stats`` compares with REAL_STATS.md).
+    effects (what ``scripts/bench_synth.py --stats`` compares with REAL_STATS.md);
+    ``texture_like`` swaps class textures (see :func:`~GliomaMTLLib.synth.appearance.sample_style`).
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -247,7 +250,7 @@ def synthesize(seed: int, cohort: str = "adult", small: bool = False, case_id: s
     timings["tumor"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    style = sample_style(rng, spread=contrast_spread, degrade=degrade)
+    style = sample_style(rng, spread=contrast_spread, degrade=degrade, texture_like=texture_like)
     if subject.subtype in ("idh_mut_intact", "idh_mut_codel"):
         # Enhancement of IDH-mutant gliomas, when present, is usually faint.
         for seq in ("t1c",):

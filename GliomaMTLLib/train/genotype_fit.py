@@ -41,8 +41,11 @@ import numpy as np
 
 DEFAULT_BAND = (0.35, 0.65)
 #: Phantom splits of a collection (:data:`GliomaMTLLib.genotype.collect.SPLIT_SEEDS`).
-SPLITS = ("train", "train_shift", "val", "test", "transfer")
-#: Splits the path may be fitted on; never ``test`` or ``transfer``.
+SPLITS = ("train", "train_shift", "val", "test", "transfer", "texture_shift")
+#: Splits only ever measured: ``test``; ``transfer`` (contrast spread 1.8) and ``texture_shift``
+#: (every tissue with white matter's texture), rendering settings training never used.
+HELD_OUT = ("test", "transfer", "texture_shift")
+#: Splits the path may be fitted on; never a held-out one.
 DEVELOPMENT = ("train", "val", "train_shift")
 #: What the shipped paths are fitted on: adding ``train_shift`` changed no AUC beyond noise
 #: (training/results/genotype_shift.md).
@@ -95,6 +98,34 @@ def load_features(cache: Path, sequences: tuple[str, ...], tasks: dict[str, tupl
         # CNN logits only where every case has them
         split["cnn"] = {t: np.asarray(v, float) for t, v in split["cnn"].items() if v and len(v) == len(split["X"])}
     return out
+
+
+def restrict_features(data: dict[str, dict[str, Any]], names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``data`` (of :func:`load_features`) with ``X`` reduced to the features ``names``, in that order.
+
+    Raises:
+        ValueError: for a name that is not a radiological feature.
+    """
+    from GliomaMTLLib.genotype.features import FEATURE_NAMES
+
+    unknown = [n for n in names if n not in FEATURE_NAMES]
+    if unknown:
+        raise ValueError(f"unknown genotype features {unknown}; known: {', '.join(FEATURE_NAMES)}")
+    cols = [FEATURE_NAMES.index(n) for n in names]
+    return {s: {**d, "X": np.asarray(d["X"])[:, cols] if len(d["X"]) else d["X"]} for s, d in data.items()}
+
+
+def path_features(bundle: Path) -> list[str]:
+    """The feature names of a bundle's radiological-feature path (its ``model.json``).
+
+    Raises:
+        ValueError: when the bundle has no such path.
+    """
+    meta = json.loads((Path(bundle) / "model.json").read_text())
+    for spec in meta.get("genotype_paths") or []:
+        if spec.get("features"):
+            return list(spec["features"])
+    raise ValueError(f"{Path(bundle) / 'model.json'} has no radiological-feature genotype path to take the features of")
 
 
 def _phantom_age(meta: dict[str, Any], cohort: str | None) -> float:
@@ -185,7 +216,7 @@ def fit_and_measure(data: dict[str, dict[str, Any]], tasks: dict[str, tuple[str,
     from GliomaMTLLib.genotype.fit import fit_lesion_limit, fit_ood_cv, fit_standardization
     from GliomaMTLLib.genotype.model import KIND
 
-    if {"test", "transfer"} & set(development):
+    if set(HELD_OUT) & set(development):
         raise ValueError(f"development splits {list(development)} include a held-out split")
     development = tuple(s for s in development if s in data and len(data[s]["X"]))
     dev = _pool(data, development)
@@ -199,7 +230,7 @@ def fit_and_measure(data: dict[str, dict[str, Any]], tasks: dict[str, tuple[str,
         return (np.asarray(x)[:, cols] - mean) / scale
 
     z_dev = std(dev["X"])
-    held_out = [s for s in ("test", "transfer") if s in data and len(data[s]["X"])]
+    held_out = [s for s in HELD_OUT if s in data and len(data[s]["X"])]
     spec: dict[str, Any] = {"kind": KIND, "features": names, "mean": mean.tolist(), "scale": scale.tolist(), "tasks": {}}
     fitted = _fit_tasks(tasks, z_dev, dev["y"], {s: std(data[s]["X"]) for s in held_out},
                         {s: data[s]["y"] for s in held_out}, band, log, "", names)
@@ -391,11 +422,13 @@ def card_section(model: str, version: str, result: dict[str, Any], data: dict[st
              "Platt calibration and the OOD threshold from 5-fold out-of-fold logits and distances), "
              f"{len(data['test']['ids'])} test" + (f", {len(data['transfer']['ids'])} transfer (contrast spread 1.8, "
                                                    "a rendering setting training never used)" if "transfer" in data else "")
+             + (f", {len(data['texture_shift']['ids'])} texture shift (every tissue rendered with white matter's texture: no "
+                "class smoother or rougher than another, as training never saw)" if "texture_shift" in data else "")
              + "; the fit used the model's predicted segmentation, never the reference labels.", "",
              "| task | split | n | AUC [95% CI] | accuracy | sensitivity | specificity | at threshold t: acc / sens / spec | ECE | abstained | status |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for task, per_split in result["metrics"].items():
-        for split in ("development (out-of-fold)", "test", "transfer"):
+        for split in ("development (out-of-fold)", *HELD_OUT):
             m = per_split.get(split)
             if not m:
                 continue
@@ -416,7 +449,7 @@ def card_section(model: str, version: str, result: dict[str, Any], data: dict[st
                   "| task | split | n | AUC [95% CI] | accuracy | sensitivity | specificity | ECE | abstained | status |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for task, per_split in result["age_metrics"].items():
-            for split in ("development (out-of-fold)", "test", "transfer"):
+            for split in ("development (out-of-fold)", *HELD_OUT):
                 m = per_split.get(split)
                 if not m:
                     continue
@@ -436,7 +469,8 @@ def card_section(model: str, version: str, result: dict[str, Any], data: dict[st
     ood = result["spec"]["ood"]
     lines += [f"Out-of-distribution warning: Mahalanobis distance of the standardized features, threshold "
               f"{ood['threshold']:.2f} (out-of-fold development false alarms {ood['val_false_alarm_rate']:.3f}; test "
-              f"{ood.get('test_false_alarm_rate', float('nan')):.3f}; transfer {ood.get('transfer_false_alarm_rate', float('nan')):.3f}). "
+              f"{ood.get('test_false_alarm_rate', float('nan')):.3f}; transfer {ood.get('transfer_false_alarm_rate', float('nan')):.3f}"
+              + (f"; texture shift {ood['texture_shift_false_alarm_rate']:.3f}" if "texture_shift_false_alarm_rate" in ood else "") + "). "
               "Above it, predict warns \"input unlike the training data\" and withholds the genotype.", ""]
     lesions = result["spec"].get("lesions")
     if lesions:
@@ -555,6 +589,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--abstain-band", default=f"{DEFAULT_BAND[0]},{DEFAULT_BAND[1]}")
     parser.add_argument("--development", default=",".join(DEFAULT_DEVELOPMENT),
                         help=f"splits the path is fitted on, of {', '.join(DEVELOPMENT)} (default %(default)s)")
+    parser.add_argument("--features-of", metavar="BUNDLE", type=Path,
+                        help="fit on the features of this bundle's genotype path only (default: every feature not "
+                             "constant on the development phantoms); training/reproduce.sh passes the shipped bundle")
     parser.add_argument("--min-cases", type=int, default=10, help="fewest cases with a tumor per split")
     parser.add_argument("--workers", type=int, default=1, help="with --collect: processes generating and predicting phantoms")
     parser.add_argument("--check-against", metavar="BUNDLE", type=Path,
@@ -605,7 +642,15 @@ def main(argv: list[str] | None = None) -> int:
                  for t, v in (bundle.meta.get("calibration") or {}).items()}
         if reporter:
             reporter.progress(0.5, "fitting")
-        result = fit_and_measure(data, tasks, band=band, temperatures=temps, log=log, development=development)
+        feature_names = None
+        if args.features_of:
+            try:
+                feature_names = path_features(args.features_of)
+            except (OSError, ValueError) as err:
+                raise SystemExit(f"--features-of: {err}") from None
+            data = restrict_features(data, feature_names)
+        result = fit_and_measure(data, tasks, band=band, temperatures=temps, log=log, development=development,
+                                 feature_names=feature_names)
         result["spec"]["sequences"] = list(bundle.sequences)  # the image channels its features read
         args.out.mkdir(parents=True, exist_ok=True)
         from GliomaMTLLib.metrics.calibration import plot_reliability
