@@ -97,6 +97,16 @@ def test_headless_fit_counts_lesions_and_declares_its_tasks_in_the_bundle(tmp_pa
     meta = json.loads((bundle.folder / "model.json").read_text())
     assert meta["tasks"] == {t: list(c) for t, c in TASKS.items()} and meta["version"] == "9.9.9"
     assert meta["genotype_paths"][0]["lesions"]["max_core_lesions"] == 2
+    card = bundle.folder / "card.md"
+    card.write_text("# Model card: m 1.0\n\nBody.\n")
+    update_bundle(bundle.folder, "9.9.9", result, (0.35, 0.65), section, tmp_path)
+    assert card.read_text().startswith(f"# Model card: {meta['name']} 9.9.9\n\n> **9.9.9**: the genotype comes from")
+    # a hand-written note for the version survives a refit, and no generic note is added beside it
+    card.write_text("# Model card: m 9.9.9\n\n> **9.9.9**: what changed, by hand.\n\nBody.\n")
+    update_bundle(bundle.folder, "9.9.9", result, (0.35, 0.65), section, tmp_path)
+    text = card.read_text()
+    assert "> **9.9.9**: what changed, by hand." in text and "the genotype comes from" not in text.split("## ")[0]
+    assert text.count("## Genotype: radiological-feature path") == 1
     from GliomaMTLLib.inference import Predictor
 
     assert set(Predictor(bundle.folder, device="cpu", engine="torch").tasks) == set(TASKS)

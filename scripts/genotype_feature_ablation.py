@@ -9,8 +9,8 @@ difference is paired; its 95% interval comes from resampling phantoms (the same 
     python scripts/genotype_feature_ablation.py --model gliomamtl_pediatric \\
         --cache runs/genotype_fit/cache_pediatric --drop fluid_smooth_share_wt
 
-Prints a markdown table per task and split (test, transfer, and with ``--age`` the regressions
-that also see the patient's age): AUC without, AUC with, difference [95% CI]. It measures; it
+Prints a markdown table per task and held-out split (test, transfer, texture_shift where the cache
+has them; with ``--age`` also the regressions that see the patient's age): AUC without, AUC with, difference [95% CI]. It measures; it
 asserts nothing.
 """
 
@@ -38,7 +38,7 @@ def main() -> int:
     from GliomaMTLLib.bundle import load_bundle
     from GliomaMTLLib.genotype.features import FEATURE_NAMES
     from GliomaMTLLib.metrics.classification import headline_auc, paired_auc_difference
-    from GliomaMTLLib.train.genotype_fit import cohort_tasks, fit_and_measure, load_features
+    from GliomaMTLLib.train.genotype_fit import HELD_OUT, cohort_tasks, fit_and_measure, load_features
 
     unknown = [n for n in args.drop if n not in FEATURE_NAMES]
     if unknown:
@@ -60,7 +60,7 @@ def main() -> int:
     variants = [("", "arrays")] + ([(" + age", "age_arrays")] if args.age else [])
     for suffix, key in variants:
         for task in tasks:
-            for split in ("test", "transfer"):
+            for split in HELD_OUT:
                 if split not in full[key].get(task, {}):
                     continue
                 y, p_with = full[key][task][split]

@@ -526,8 +526,9 @@ def update_bundle(folder: Path, version: str, result: dict[str, Any], band: tupl
         note = (f"> **{version}**: the genotype comes from the radiological-feature path (section \"Genotype: "
                 "radiological-feature path\" at the end)"
                 + (", which replaces the CNN heads' outputs described below." if heads else "."))
-        lines = [lines[0]] + [ln for ln in lines[1:] if not ln.startswith(f"> **{version}**")]
-        lines[1:1] = ["", note]
+        # a note the card already has for this version (written by hand, e.g. what changed) stays
+        if not any(ln.startswith(f"> **{version}**") for ln in lines[1:]):
+            lines[1:1] = ["", note]
         text = "\n".join(lines) + "\n"
     write_text_atomic(card, text.rstrip() + "\n\n" + section)
     for png in ("reliability.png", "roc.png", "km.png"):
