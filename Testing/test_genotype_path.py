@@ -102,6 +102,19 @@ def test_fluid_smooth_share_sees_a_cyst_and_follows_the_scans_own_noise() -> Non
     assert float(flat[i]) == 0.0
 
 
+def test_fluid_smooth_share_has_true_gradients_in_the_image() -> None:
+    """The reference (normal brain's lower quartile) moves with the image in the gradient too, so
+    integrated gradients stay complete: autograd matches finite differences (double precision)."""
+    from GliomaMTLLib.genotype.features import fluid_smooth_share
+
+    size = 10
+    _, wt, _ = _ring((5, 5, 5), 3, edema=0.5, size=size)
+    rng = np.random.default_rng(2)
+    flair = torch.from_numpy(rng.normal(0.0, 0.3, (size,) * 3)).double().requires_grad_(True)
+    wt_t, depth = torch.from_numpy(wt).double(), torch.full((size,) * 3, 15.0, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda f: fluid_smooth_share(f, wt_t, depth), (flair,), eps=1e-6, atol=1e-5)
+
+
 def test_feature_input_shapes_are_checked() -> None:
     probs, image, depth, position = _inputs(_probs(*_ring((8, 8, 8), 4)))
     with pytest.raises(ValueError, match="must lie on the probs grid"):

@@ -101,16 +101,17 @@ def fluid_smooth_share(flair: torch.Tensor, wt: torch.Tensor, depth: torch.Tenso
 
     Local variation = standard deviation in a 3-voxel box. The reference is the lower quartile of it
     over normal brain in the crop (more than 3 mm deep, tumor probability < 0.05; the whole crop when
-    fewer than 100 such voxels), a constant for the gradients. Cystic pediatric tumors (pilocytic
-    astrocytoma) are mostly fluid; solid ones are not. 0 for a flat (missing) FLAIR.
+    fewer than 100 such voxels). The reference stays differentiable in the image: integrated
+    gradients move it along their path, and a detached reference would break their completeness.
+    Cystic pediatric tumors (pilocytic astrocytoma) are mostly fluid; solid ones are not. 0 for a
+    flat (missing) FLAIR.
     """
     mean = _box_mean(flair, 3)
     sd = torch.sqrt(torch.clamp(_box_mean(flair * flair, 3) - mean * mean, min=0.0) + 1e-6)
-    with torch.no_grad():
-        normal = (depth > 3.0) & (wt < 0.05)
-        pool = sd[normal] if int(normal.sum()) >= 100 else sd.flatten()
-        reference = torch.quantile(pool.float(), 0.25).to(sd.dtype)
-    if float(reference) < 1e-2:  # a flat image (missing sequence): sd is only the epsilon
+    normal = (depth > 3.0) & (wt.detach() < 0.05)  # which voxels count as normal brain: a selection
+    pool = sd[normal] if int(normal.sum()) >= 100 else sd.flatten()
+    reference = torch.quantile(pool, 0.25)
+    if float(reference.detach()) < 1e-2:  # a flat image (missing sequence): sd is only the epsilon
         return torch.zeros((), dtype=flair.dtype, device=flair.device)
     threshold = FLUID_SMOOTH_FRACTION * reference
     interior = wt * torch.clamp(_box_mean(wt, 5), 0.0, 1.0) ** 4
