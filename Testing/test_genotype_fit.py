@@ -151,7 +151,8 @@ def test_texture_shift_is_measured_never_fitted_and_named_in_the_card() -> None:
     from GliomaMTLLib.train.genotype_fit import card_section
 
     assert SPLIT_RENDER["texture_shift"] == {"texture_like": {c: "wm" for c in CLASSES}}
-    assert len(set(SPLIT_SEEDS.values())) == len(SPLIT_SEEDS)  # no two splits share phantoms
+    starts = sorted(SPLIT_SEEDS.values())  # no two splits share phantoms (up to 50,000 per split)
+    assert all(b - a >= 50_000 for a, b in zip(starts, starts[1:]))
     rng = np.random.default_rng(8)
     data = {"train": _split(120, rng), "val": _split(80, rng), "test": _split(100, rng), "texture_shift": _split(60, rng)}
     result = fit_and_measure(data, TASKS, band=(0.35, 0.65), temperatures={}, log=lambda m: None)
@@ -184,8 +185,26 @@ def test_features_of_a_bundle_restrict_the_fit(tmp_path) -> None:
     assert result["spec"]["features"] == names
     with pytest.raises(ValueError, match=r"unknown genotype features \['no_such'\]"):
         restrict_features(data, ["no_such"])
-    (tmp_path / "model.json").write_text(json.dumps({"genotype_paths": [{"kind": "k", "features": names}]}))
-    assert path_features(tmp_path) == names
-    (tmp_path / "model.json").write_text(json.dumps({"genotype_paths": []}))
+    from GliomaMTLLib.inference.fixtures import make_random_bundle
+
+    folder = make_random_bundle(tmp_path / "b", tasks=()).folder
+    meta = json.loads((folder / "model.json").read_text())
+
+    def with_paths(paths: list) -> None:
+        (folder / "model.json").write_text(json.dumps({**meta, "genotype_paths": paths}))
+
+    with_paths([{"kind": "k", "features": names}])
+    assert path_features(folder) == names
+    with_paths([{"kind": "k", "features": [*names, "no_such"]}])
+    with pytest.raises(ValueError, match=r"names unknown genotype features \['no_such'\]"):
+        path_features(folder)
+    with_paths([])
     with pytest.raises(ValueError, match="has no radiological-feature genotype path"):
-        path_features(tmp_path)
+        path_features(folder)
+    # the command line refuses a bad --features-of before any collection, naming it
+    from GliomaMTLLib.train.genotype_fit import main
+
+    with pytest.raises(SystemExit, match=r"--features-of .*has no radiological-feature genotype path"):
+        main(["--model", str(folder), "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out"),
+              "--collect", "--features-of", str(folder)])
+    assert not (tmp_path / "cache").exists()

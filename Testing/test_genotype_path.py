@@ -100,6 +100,10 @@ def test_fluid_smooth_share_sees_a_cyst_and_follows_the_scans_own_noise() -> Non
     assert share(0.1, cyst=True) == pytest.approx(share(0.4, cyst=True), abs=0.1)  # 4 x the noise
     flat = radiological_features(two, torch.zeros(1, size, size, size), depth, position, (1.5,) * 3, ("t2f",))
     assert float(flat[i]) == 0.0
+    # a crop with too little brain has no normal-brain reference: 0, never the background's epsilon
+    outside = radiological_features(two, torch.ones(1, size, size, size), torch.zeros(size, size, size), position,
+                                    (1.5,) * 3, ("t2f",))
+    assert float(outside[i]) == 0.0
 
 
 def test_fluid_smooth_share_has_true_gradients_in_the_image() -> None:

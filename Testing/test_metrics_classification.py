@@ -228,3 +228,9 @@ def test_paired_auc_difference_is_zero_for_the_same_scores_and_positive_for_a_be
     p3 = rng.dirichlet(np.ones(3), 120)
     d3, lo3, hi3 = paired_auc_difference(y3, p3, p3, n_boot=50)
     assert (d3, lo3, hi3) == (0.0, 0.0, 0.0)
+    informed = np.clip(p3 + 0.6 * np.eye(3)[np.clip(y3, 0, 2)], 0, None)
+    informed /= informed.sum(axis=1, keepdims=True)
+    known = y3 >= 0
+    macro = [np.mean([roc_auc(y3[known] == k, q[known, k]) for k in range(3)]) for q in (p3, informed)]
+    d3, lo3, hi3 = paired_auc_difference(y3, p3, informed, n_boot=200)
+    assert d3 == pytest.approx(macro[1] - macro[0]) and 0.0 < lo3 <= d3 <= hi3

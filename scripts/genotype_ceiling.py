@@ -90,14 +90,14 @@ def main() -> int:
     inputs = {"every draw but age": no_age, "every draw": list(range(len(names))),
               "visible draws (no tissue preference, no age)": visible, "location only": location}
     test = slice(args.n - 2000, args.n)
-    print(f"{args.cohort}: {args.n - 2000} training draws (or the first 220, as many as the shipped path's "
+    print(f"{args.cohort}: {args.n - 2000} training draws (or the first 420, as many as the shipped paths' "
           f"development phantoms), 2,000 test draws")
-    print("| target | " + " | ".join(f"{k}, 220 / {args.n - 2000}" for k in inputs) + " |")
+    print("| target | " + " | ".join(f"{k}, 420 / {args.n - 2000}" for k in inputs) + " |")
     print("|---|" + "---|" * len(inputs))
     scores = {label: [] for label in targets}
     for label, y in targets.items():
         for cols in inputs.values():
-            small = auc(x[:220, cols], y[:220], x[test][:, cols], y[test])
+            small = auc(x[:420, cols], y[:420], x[test][:, cols], y[test])
             large = auc(x[: args.n - 2000, cols], y[: args.n - 2000], x[test][:, cols], y[test])
             scores[label].append((small, large))
         print(f"| {label} | " + " | ".join(f"{a:.3f} / {b:.3f}" for a, b in scores[label]) + " |")

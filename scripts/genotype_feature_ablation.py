@@ -38,21 +38,21 @@ def main() -> int:
     from GliomaMTLLib.bundle import load_bundle
     from GliomaMTLLib.genotype.features import FEATURE_NAMES
     from GliomaMTLLib.metrics.classification import headline_auc, paired_auc_difference
-    from GliomaMTLLib.train.genotype_fit import HELD_OUT, cohort_tasks, fit_and_measure, load_features
+    from GliomaMTLLib.train.genotype_fit import HELD_OUT, cohort_tasks, fit_and_measure, load_features, restrict_features
 
-    unknown = [n for n in args.drop if n not in FEATURE_NAMES]
-    if unknown:
-        parser.error(f"unknown feature(s) {unknown}; known: {', '.join(FEATURE_NAMES)}")
+    try:
+        restrict_features({}, args.drop)  # checks the names
+    except ValueError as err:
+        parser.error(str(err))
     bundle = load_bundle(args.model)
     tasks = dict(bundle.tasks) or (cohort_tasks(args.cohort) if args.cohort else {})
     if not tasks:
         parser.error(f"{bundle.name} has no genotype tasks: pass --cohort")
-    data = load_features(args.cache, bundle.sequences, tasks, args.cohort)
-    keep = [i for i, n in enumerate(FEATURE_NAMES) if n not in args.drop]
-    without = {k: {**v, "X": v["X"][:, keep]} for k, v in data.items() if len(v["X"])}
+    data = {k: v for k, v in load_features(args.cache, bundle.sequences, tasks, args.cohort).items() if len(v["X"])}
+    keep = [n for n in FEATURE_NAMES if n not in args.drop]
     quiet = {"band": (0.35, 0.65), "temperatures": {}, "log": lambda m: None}
-    full = fit_and_measure({k: v for k, v in data.items() if len(v["X"])}, tasks, **quiet)
-    less = fit_and_measure(without, tasks, feature_names=[FEATURE_NAMES[i] for i in keep], **quiet)
+    full = fit_and_measure(data, tasks, **quiet)
+    less = fit_and_measure(restrict_features(data, keep), tasks, feature_names=keep, **quiet)
     print(f"{bundle.name} {bundle.version}, cache {args.cache}, dropped {', '.join(args.drop)} (n: "
           + ", ".join(f"{k} {len(v['ids'])}" for k, v in data.items()) + ")")
     print("| task | split | AUC without | AUC with | difference [95% CI] |")

@@ -13,9 +13,10 @@
 # the validation split) -> compare its metrics with the shipped bundle's -> fit the
 # radiological-feature genotype path to the new weights' own segmentations (phantoms generated and
 # predicted into $RUNS/genotype/<name>/cache, resumable; GENOTYPE_COUNTS, default as each card:
-# adult train=320,val=100,test=200,transfer=30 (since 0.4.1), pediatric
-# train=120,val=100,test=100,transfer=30; WORKERS processes, default 2) and compare its test AUC
-# and ECE with the shipped bundle's. Exit status 1 if any metric differs by more than TOLERANCE. Same seeds, same recipe: on the same hardware and thread
+# adult train=320,val=100,test=200,transfer=30,texture_shift=100 (since 0.4.1; the texture-shift
+# split since 0.4.2's card), pediatric train=320,val=100,test=100,transfer=30,texture_shift=100
+# (since 0.3.2); the fit uses the shipped path's features (--features-of); WORKERS processes,
+# default 2) and compare its test AUC and ECE with the shipped bundle's. Exit status 1 if any metric differs by more than TOLERANCE. Same seeds, same recipe: on the same hardware and thread
 # count the weights come out bit-identical; elsewhere floating-point order differs, hence the
 # tolerance. On a GPU add e.g. TRAIN_ARGS="--set train.device=cuda".
 set -euo pipefail

@@ -100,8 +100,8 @@ def fluid_smooth_share(flair: torch.Tensor, wt: torch.Tensor, depth: torch.Tenso
     """Share of the tumor interior whose local FLAIR variation is that of fluid (a cyst's content).
 
     Local variation = standard deviation in a 3-voxel box. The reference is the lower quartile of it
-    over normal brain in the crop (more than 3 mm deep, tumor probability < 0.05; the whole crop when
-    fewer than 100 such voxels). The reference stays differentiable in the image: integrated
+    over normal brain in the crop (more than 3 mm deep, tumor probability < 0.05; all brain voxels of
+    the crop when fewer than 100 such voxels; 0 when the crop has fewer than 100 brain voxels). The reference stays differentiable in the image: integrated
     gradients move it along their path, and a detached reference would break their completeness.
     Cystic pediatric tumors (pilocytic astrocytoma) are mostly fluid; solid ones are not. 0 for a
     flat (missing) FLAIR.
@@ -109,7 +109,11 @@ def fluid_smooth_share(flair: torch.Tensor, wt: torch.Tensor, depth: torch.Tenso
     mean = _box_mean(flair, 3)
     sd = torch.sqrt(torch.clamp(_box_mean(flair * flair, 3) - mean * mean, min=0.0) + 1e-6)
     normal = (depth > 3.0) & (wt.detach() < 0.05)  # which voxels count as normal brain: a selection
-    pool = sd[normal] if int(normal.sum()) >= 100 else sd.flatten()
+    if int(normal.sum()) < 100:
+        normal = depth > 0.0  # never the zero background outside the brain: its sd is the epsilon
+    if int(normal.sum()) < 100:
+        return torch.zeros((), dtype=flair.dtype, device=flair.device)
+    pool = sd[normal]
     reference = torch.quantile(pool, 0.25)
     if float(reference.detach()) < 1e-2:  # a flat image (missing sequence): sd is only the epsilon
         return torch.zeros((), dtype=flair.dtype, device=flair.device)

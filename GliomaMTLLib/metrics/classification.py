@@ -99,13 +99,19 @@ def bootstrap_auc_ci(
         ``(low, high, n_valid_resamples)``; NaNs when fewer than 2 resamples were valid.
     """
     y, p = _known(y_true, probs)
+    lo, hi, n_valid = _bootstrap_interval(len(y), lambda idx: headline_auc(y[idx], p[idx]), n_boot, seed, level)
+    return lo, hi, n_valid
+
+
+def _bootstrap_interval(n: int, stat: Any, n_boot: int, seed: int, level: float) -> tuple[float, float, int]:
+    """Percentile interval of ``stat(idx)`` over ``n_boot`` resamples ``idx`` of ``n`` cases (with
+    replacement); undefined (NaN) resamples are skipped. NaNs when fewer than 2 were defined."""
     rng = np.random.default_rng(seed)
     stats = []
-    for _ in range(int(n_boot) if len(y) else 0):
-        idx = rng.integers(0, len(y), len(y))
-        auc = headline_auc(y[idx], p[idx])
-        if not np.isnan(auc):
-            stats.append(auc)
+    for _ in range(int(n_boot) if n else 0):
+        value = stat(rng.integers(0, n, n))
+        if not np.isnan(value):
+            stats.append(value)
     if len(stats) < 2:
         return float("nan"), float("nan"), len(stats)
     alpha = (1.0 - level) / 2.0
@@ -124,18 +130,9 @@ def paired_auc_difference(y_true: np.ndarray, probs_a: np.ndarray, probs_b: np.n
     y, a = _known(y_true, probs_a)
     _, b = _known(y_true, probs_b)
     difference = headline_auc(y, b) - headline_auc(y, a)
-    rng = np.random.default_rng(seed)
-    stats = []
-    for _ in range(int(n_boot) if len(y) else 0):
-        idx = rng.integers(0, len(y), len(y))
-        d = headline_auc(y[idx], b[idx]) - headline_auc(y[idx], a[idx])
-        if not np.isnan(d):
-            stats.append(d)
-    if len(stats) < 2:
-        return float(difference), float("nan"), float("nan")
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(np.asarray(stats), [alpha, 1.0 - alpha])
-    return float(difference), float(lo), float(hi)
+    lo, hi, _ = _bootstrap_interval(len(y), lambda idx: headline_auc(y[idx], b[idx]) - headline_auc(y[idx], a[idx]),
+                                    n_boot, seed, level)
+    return float(difference), lo, hi
 
 
 def _ratio(num: int, den: int) -> float:

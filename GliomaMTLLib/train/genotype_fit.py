@@ -9,15 +9,15 @@ Stages (each reads what the one before left on disk, so a killed run resumes):
 
 1. ``--collect``: generate the phantoms of ``--counts`` (seeds in
    :data:`GliomaMTLLib.genotype.collect.SPLIT_SEEDS`; ``transfer`` renders with a contrast spread
-   training never used), run the bundle through :class:`~GliomaMTLLib.inference.Predictor`, keep
+   training never used, ``texture_shift`` every tissue with white matter's texture), run the bundle through :class:`~GliomaMTLLib.inference.Predictor`, keep
    its genotype window, soft segmentation and location maps (one ``.npz`` per case).
 2. Features of every cached case (the model's own segmentation, never the reference labels).
 3. Per task, on the development pool (``--development``, default ``train`` + ``val``; the optional
    ``train_shift`` split is rendered with contrast spread 1.4): standardization; class-balanced L2
    logistic regression, its strength chosen by 5-fold cross-validated AUC; Platt calibration on
    5-fold out-of-fold logits (refused for near-constant or unvalidated logits); the Mahalanobis
-   OOD threshold at <= 5% out-of-fold false alarms. Then, on ``test`` and ``transfer`` (never
-   seen before): AUC with a bootstrap CI, accuracy, sensitivity, specificity at 0.5 and at the
+   OOD threshold at <= 5% out-of-fold false alarms. Then, on the held-out splits (``test``,
+   ``transfer``, ``texture_shift``; never seen before): AUC with a bootstrap CI, accuracy, sensitivity, specificity at 0.5 and at the
    development Youden threshold, ECE, abstained fraction; "not learned" when the test AUC
    interval includes 0.5. Survival: Cox on the features, C-index overall and per WHO subtype.
 4. Outputs in ``--out``: ``results.json``, ``card_section.md``, ``reliability.png``, ``roc.png``,
@@ -115,17 +115,23 @@ def restrict_features(data: dict[str, dict[str, Any]], names: Sequence[str]) -> 
     return {s: {**d, "X": np.asarray(d["X"])[:, cols] if len(d["X"]) else d["X"]} for s, d in data.items()}
 
 
-def path_features(bundle: Path) -> list[str]:
-    """The feature names of a bundle's radiological-feature path (its ``model.json``).
+def path_features(bundle: str | Path) -> list[str]:
+    """The feature names of a bundle's radiological-feature path (a bundle folder or a shipped name).
 
     Raises:
-        ValueError: when the bundle has no such path.
+        ValueError: when the bundle has no such path or names an unknown feature.
     """
-    meta = json.loads((Path(bundle) / "model.json").read_text())
-    for spec in meta.get("genotype_paths") or []:
+    from GliomaMTLLib.bundle import load_bundle
+    from GliomaMTLLib.genotype.features import FEATURE_NAMES
+
+    folder = load_bundle(bundle).folder
+    for spec in json.loads((folder / "model.json").read_text()).get("genotype_paths") or []:
         if spec.get("features"):
+            unknown = [n for n in spec["features"] if n not in FEATURE_NAMES]
+            if unknown:
+                raise ValueError(f"{folder / 'model.json'} names unknown genotype features {unknown}")
             return list(spec["features"])
-    raise ValueError(f"{Path(bundle) / 'model.json'} has no radiological-feature genotype path to take the features of")
+    raise ValueError(f"{folder / 'model.json'} has no radiological-feature genotype path to take the features of")
 
 
 def _phantom_age(meta: dict[str, Any], cohort: str | None) -> float:
@@ -198,12 +204,12 @@ def fit_and_measure(data: dict[str, dict[str, Any]], tasks: dict[str, tuple[str,
                     feature_names: Sequence[str] | None = None,
                     development: Sequence[str] = DEFAULT_DEVELOPMENT) -> dict[str, Any]:
     """Fit the path on the development phantoms (the ``development`` splits present in ``data``,
-    default ``train`` + ``val``), measure on ``test`` and ``transfer``.
+    default ``train`` + ``val``), measure on the held-out splits (:data:`HELD_OUT`) present.
 
     The regression strength is chosen by 5-fold cross-validation on the development pool; Platt
     calibration and the OOD threshold are fitted on out-of-fold logits / distances of the same pool
     (every development case is a validation case once); the final regression uses the whole pool.
-    ``test`` and ``transfer`` are never used before measuring. ``feature_names`` names the columns
+    Held-out splits are never used before measuring. ``feature_names`` names the columns
     of ``X`` (default :data:`~GliomaMTLLib.genotype.features.FEATURE_NAMES`; other inputs, e.g. the
     CNN heads' logits, serve comparisons, not bundles). When every case has an ``"age"`` (years), a
     second set of regressions on the features plus the standardized age is fitted and measured the
@@ -224,6 +230,9 @@ def fit_and_measure(data: dict[str, dict[str, Any]], tasks: dict[str, tuple[str,
     # whole-tumor model): the path leaves them out
     cols = np.flatnonzero(dev["X"].std(axis=0) > 1e-8)
     names = [list(feature_names or FEATURE_NAMES)[i] for i in cols]
+    if feature_names is not None and len(cols) < len(feature_names):
+        left = [n for n in feature_names if n not in names]
+        log(f"warning: features {left} are constant on the development phantoms and are left out")
     mean, scale = fit_standardization(dev["X"][:, cols])
 
     def std(x: np.ndarray) -> np.ndarray:
@@ -479,7 +488,9 @@ def card_section(model: str, version: str, result: dict[str, Any], data: dict[st
                   "withholds the genotype as \"input unlike the training data\" (development phantoms' counts "
                   f"{lesions['development_counts']}; false alarms: development {lesions['development_false_alarm_rate']:.3f}, "
                   f"test {lesions.get('test_false_alarm_rate', float('nan')):.3f}, transfer "
-                  f"{lesions.get('transfer_false_alarm_rate', float('nan')):.3f}).", ""]
+                  f"{lesions.get('transfer_false_alarm_rate', float('nan')):.3f}"
+                  + (f", texture shift {lesions['texture_shift_false_alarm_rate']:.3f}"
+                     if "texture_shift_false_alarm_rate" in lesions else "") + ").", ""]
     for task, st in result["status"].items():
         if not st["available"]:
             lines.append(f"- **{task}: not available** ({st['reason']}).")
@@ -590,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--abstain-band", default=f"{DEFAULT_BAND[0]},{DEFAULT_BAND[1]}")
     parser.add_argument("--development", default=",".join(DEFAULT_DEVELOPMENT),
                         help=f"splits the path is fitted on, of {', '.join(DEVELOPMENT)} (default %(default)s)")
-    parser.add_argument("--features-of", metavar="BUNDLE", type=Path,
+    parser.add_argument("--features-of", metavar="BUNDLE",
                         help="fit on the features of this bundle's genotype path only (default: every feature not "
                              "constant on the development phantoms); training/reproduce.sh passes the shipped bundle")
     parser.add_argument("--min-cases", type=int, default=10, help="fewest cases with a tumor per split")
@@ -622,6 +633,12 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--abstain-band: expected low,high within [0, 1], got {args.abstain_band!r}")
         bundle = load_bundle(args.model)
         counts = _parse_counts(args.counts)
+        feature_names = None
+        if args.features_of:  # checked before a long collection, not after it
+            try:
+                feature_names = path_features(args.features_of)
+            except (OSError, ValueError) as err:
+                raise SystemExit(f"--features-of {args.features_of}: {err}") from None
         if args.collect:
             collect_parallel(args.model, args.cohort, counts, args.cache, args.workers, log)
         if reporter:
@@ -643,12 +660,7 @@ def main(argv: list[str] | None = None) -> int:
                  for t, v in (bundle.meta.get("calibration") or {}).items()}
         if reporter:
             reporter.progress(0.5, "fitting")
-        feature_names = None
-        if args.features_of:
-            try:
-                feature_names = path_features(args.features_of)
-            except (OSError, ValueError) as err:
-                raise SystemExit(f"--features-of: {err}") from None
+        if feature_names is not None:
             data = restrict_features(data, feature_names)
         result = fit_and_measure(data, tasks, band=band, temperatures=temps, log=log, development=development,
                                  feature_names=feature_names)
