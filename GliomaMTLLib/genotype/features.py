@@ -101,10 +101,10 @@ def fluid_smooth_share(flair: torch.Tensor, wt: torch.Tensor, depth: torch.Tenso
 
     Local variation = standard deviation in a 3-voxel box. The reference is the lower quartile of it
     over normal brain in the crop (more than 3 mm deep, tumor probability < 0.05; all brain voxels of
-    the crop when fewer than 100 such voxels; 0 when the crop has fewer than 100 brain voxels). The reference stays differentiable in the image: integrated
-    gradients move it along their path, and a detached reference would break their completeness.
-    Cystic pediatric tumors (pilocytic astrocytoma) are mostly fluid; solid ones are not. 0 for a
-    flat (missing) FLAIR.
+    the crop when fewer than 100 such voxels; 0 when the crop has fewer than 100 brain voxels). The
+    reference stays differentiable in the image: integrated gradients move it along their path, and
+    a detached reference would break their completeness. Cystic pediatric tumors (pilocytic
+    astrocytoma) are mostly fluid; solid ones are not. 0 for a flat (missing) FLAIR.
     """
     mean = _box_mean(flair, 3)
     sd = torch.sqrt(torch.clamp(_box_mean(flair * flair, 3) - mean * mean, min=0.0) + 1e-6)
