@@ -9,17 +9,18 @@ Stages (each reads what the one before left on disk, so a killed run resumes):
 
 1. ``--collect``: generate the phantoms of ``--counts`` (seeds in
    :data:`GliomaMTLLib.genotype.collect.SPLIT_SEEDS`; ``transfer`` renders with a contrast spread
-   training never used, ``texture_shift`` every tissue with white matter's texture), run the bundle through :class:`~GliomaMTLLib.inference.Predictor`, keep
-   its genotype window, soft segmentation and location maps (one ``.npz`` per case).
+   training never used, ``texture_shift`` every tissue with white matter's texture), run the
+   bundle through :class:`~GliomaMTLLib.inference.Predictor`, keep its genotype window, soft
+   segmentation and location maps (one ``.npz`` per case).
 2. Features of every cached case (the model's own segmentation, never the reference labels).
 3. Per task, on the development pool (``--development``, default ``train`` + ``val``; the optional
    ``train_shift`` split is rendered with contrast spread 1.4): standardization; class-balanced L2
    logistic regression, its strength chosen by 5-fold cross-validated AUC; Platt calibration on
    5-fold out-of-fold logits (refused for near-constant or unvalidated logits); the Mahalanobis
    OOD threshold at <= 5% out-of-fold false alarms. Then, on the held-out splits (``test``,
-   ``transfer``, ``texture_shift``; never seen before): AUC with a bootstrap CI, accuracy, sensitivity, specificity at 0.5 and at the
-   development Youden threshold, ECE, abstained fraction; "not learned" when the test AUC
-   interval includes 0.5. Survival: Cox on the features, C-index overall and per WHO subtype.
+   ``transfer``, ``texture_shift``; never seen before): AUC with a bootstrap CI, accuracy,
+   sensitivity, specificity at 0.5 and at the development Youden threshold, ECE, abstained
+   fraction; "not learned" when the test AUC interval includes 0.5. Survival: Cox on the features, C-index overall and per WHO subtype.
 4. Outputs in ``--out``: ``results.json``, ``card_section.md``, ``reliability.png``, ``roc.png``,
    ``km.png``, ``genotype_path.json``. ``--update-bundle`` then writes the path, status, abstain
    band and metrics into the bundle's ``model.json`` (one load-modify-write), sets its version,
