@@ -419,3 +419,18 @@ def test_integrated_gradients_rejects_a_batch():
         integrated_gradients(lambda b: b.sum((1, 2)), torch.zeros(2, 3, 4), torch.zeros(2, 3, 4))
     with pytest.raises(ValueError, match="baseline shape"):
         integrated_gradients(lambda b: b.sum((1, 2)), torch.zeros(1, 3, 4), torch.zeros(1, 3, 5))
+
+
+def test_an_incomplete_explanation_carries_a_warning_with_the_remedy():
+    """When the maps add up to the explained change only loosely (too few steps for this output),
+    the explanation says so and names the steps to rerun with; a complete one stays quiet."""
+    from GliomaMTLLib.explain.attribution import MAX_RELATIVE_DELTA, Attribution
+
+    def attribution(delta: float) -> Attribution:
+        return Attribution(values=np.zeros((1, 2, 2, 2), np.float32), output=0.40, baseline_output=0.48,
+                           delta=delta, steps=8, baseline=np.zeros((1, 2, 2, 2), np.float32))
+
+    assert attribution(0.01).completeness_warning() is None  # 12.5% of the 0.08 change
+    assert attribution(0.99 * 0.08 * MAX_RELATIVE_DELTA).completeness_warning() is None
+    warning = attribution(0.107).completeness_warning()
+    assert warning is not None and "134%" in warning and "8 steps" in warning and "--steps 32" in warning

@@ -315,6 +315,9 @@ def test_explain_summary_and_heatmap_files(tmp_path):
     assert (summary.explained_class, summary.delta, summary.steps) == ("mutant", 0.0123, 32)
     assert "delta 0.0123" in summary.text() and "t1c 50%" in summary.text()
     assert "(2.5% of the explained change)" in results.explain_summary({**data, "relative_delta": 0.025}).text()
+    assert "Warning" not in summary.text()  # explain.json's warnings (e.g. an incomplete heatmap) reach the panel
+    warned = results.explain_summary({**data, "warnings": ["the heatmap's sum misses the explained change by 133%"]})
+    assert warned.text().endswith("\nWarning: the heatmap's sum misses the explained change by 133%")
     with pytest.raises(results.ResultError, match="numeric 'delta'"):
         results.explain_summary({"task": "idh"})
     for seq in ("t1c", "combined"):

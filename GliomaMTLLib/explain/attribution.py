@@ -46,6 +46,9 @@ DEFAULT_BATCH = 4
 DEFAULT_BLUR_MM = 6.0
 #: Baselines offered: the blurred window (default) or zero in z-score space.
 BASELINES = ("blur", "zero")
+#: Above this ``|delta| / |f(x) - f(baseline)|`` the explanation carries a warning: the maps no
+#: longer add up to the change they explain (seen for pediatric BRAF at 8 steps, README).
+MAX_RELATIVE_DELTA = 0.25
 
 
 def describe_baseline(kind: str, sigma_mm: float = DEFAULT_BLUR_MM) -> str:
@@ -101,6 +104,15 @@ class Attribution:
         """``|delta| / |f(x) - f(baseline)|`` (inf when the output did not change)."""
         change = abs(self.output - self.baseline_output)
         return abs(self.delta) / change if change > 0 else float("inf") if self.delta else 0.0
+
+    def completeness_warning(self) -> str | None:
+        """A warning for the reader when the maps do not add up to the output change within
+        :data:`MAX_RELATIVE_DELTA` (too few steps for this output), else None."""
+        if self.relative_delta <= MAX_RELATIVE_DELTA:
+            return None
+        return (f"the heatmap's sum misses the explained change by {self.relative_delta:.0%} of it (convergence "
+                f"delta {self.delta:.3g} at {self.steps} steps): read it with care, or rerun with --steps "
+                f"{min(4 * self.steps, 256)}")
 
 
 @contextmanager

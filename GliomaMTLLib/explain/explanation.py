@@ -307,6 +307,9 @@ def explain(
     if probability is not None and abs(attribution.output - probability) > 1e-3:
         warnings.append(f"the explained window gives p({target}) = {attribution.output:.4f}, the prediction "
                         f"{probability:.4f}: the explanation may not match the reported probability")
+    incomplete = attribution.completeness_warning()
+    if incomplete:
+        warnings.append(incomplete)
     report(0.92, "mapping to the input grid")
     tumor = crop(labels_pre, box) > 0
     spacing_zyx = np.asarray(pre.geometry.spacing[::-1], dtype=float)

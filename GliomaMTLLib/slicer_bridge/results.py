@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +156,7 @@ class ExplainSummary:
     baseline: str
     shares: dict[str, float]
     relative_delta: float | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def text(self) -> str:
         prob = "" if self.probability is None else f" (p = {self.probability:.2f})"
@@ -164,7 +165,8 @@ class ExplainSummary:
         return (f"{self.task}: {self.explained_class}{prob}; completeness delta {self.delta:.3g}{relative}"
                 + (f" with {self.steps} steps" if self.steps else "")
                 + (f"; baseline {self.baseline}" if self.baseline else "")
-                + (f"; share per sequence: {share}" if share else ""))
+                + (f"; share per sequence: {share}" if share else "")
+                + "".join(f"\nWarning: {w}" for w in self.warnings))
 
 
 def explain_summary(data: dict[str, Any], where: str = "explain.json") -> ExplainSummary:
@@ -192,6 +194,7 @@ def explain_summary(data: dict[str, Any], where: str = "explain.json") -> Explai
         baseline=baseline if isinstance(baseline, str) else (json.dumps(baseline) if baseline is not None else ""),
         shares=shares,
         relative_delta=float(data["relative_delta"]) if isinstance(data.get("relative_delta"), (int, float)) else None,
+        warnings=warnings_of(data),
     )
 
 
