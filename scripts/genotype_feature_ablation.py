@@ -36,12 +36,12 @@ def main() -> int:
     args = parser.parse_args()
 
     from GliomaMTLLib.bundle import load_bundle
-    from GliomaMTLLib.genotype.features import FEATURE_NAMES
+    from GliomaMTLLib.genotype.features import FEATURE_NAMES, feature_indices
     from GliomaMTLLib.metrics.classification import headline_auc, paired_auc_difference
     from GliomaMTLLib.train.genotype_fit import HELD_OUT, cohort_tasks, fit_and_measure, load_features, restrict_features
 
     try:
-        restrict_features({}, args.drop)  # checks the names
+        feature_indices(args.drop, "--drop")
     except ValueError as err:
         parser.error(str(err))
     bundle = load_bundle(args.model)

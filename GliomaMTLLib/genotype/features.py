@@ -75,6 +75,19 @@ CALC_FOCUS_VOXELS = 4
 FLUID_SMOOTH_FRACTION = 0.75
 
 _EPS = 1e-6
+
+
+def feature_indices(names: Sequence[str], where: str = "") -> list[int]:
+    """Positions of ``names`` in :data:`FEATURE_NAMES`, in the given order.
+
+    Raises:
+        ValueError: naming ``where`` (e.g. a model.json) and the unknown names.
+    """
+    unknown = [n for n in names if n not in FEATURE_NAMES]
+    if unknown:
+        raise ValueError(f"{where or 'the list'} names unknown genotype features {unknown}; "
+                         f"known: {', '.join(FEATURE_NAMES)}")
+    return [FEATURE_NAMES.index(n) for n in names]
 _T1N, _T1C, _T2W, _T2F = "t1n", "t1c", "t2w", "t2f"
 
 
@@ -96,7 +109,8 @@ def _box_mean(x: torch.Tensor, k: int) -> torch.Tensor:
     return F.avg_pool3d(x[None, None], k, stride=1, padding=k // 2, count_include_pad=False)[0, 0]
 
 
-def fluid_smooth_share(flair: torch.Tensor, wt: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+def fluid_smooth_share(flair: torch.Tensor, wt: torch.Tensor, depth: torch.Tensor,
+                       interior: torch.Tensor | None = None) -> torch.Tensor:
     """Share of the tumor interior whose local FLAIR variation is that of fluid (a cyst's content).
 
     Local variation = standard deviation in a 3-voxel box. The reference is the lower quartile of it
@@ -104,7 +118,8 @@ def fluid_smooth_share(flair: torch.Tensor, wt: torch.Tensor, depth: torch.Tenso
     the crop when fewer than 100 such voxels; 0 when the crop has fewer than 100 brain voxels). The
     reference stays differentiable in the image: integrated gradients move it along their path, and
     a detached reference would break their completeness. Cystic pediatric tumors (pilocytic
-    astrocytoma) are mostly fluid; solid ones are not. 0 for a flat (missing) FLAIR.
+    astrocytoma) are mostly fluid; solid ones are not. 0 for a flat (missing) FLAIR. ``interior``:
+    the tumor away from its soft border, when the caller has it (computed from ``wt`` otherwise).
     """
     mean = _box_mean(flair, 3)
     sd = torch.sqrt(torch.clamp(_box_mean(flair * flair, 3) - mean * mean, min=0.0) + 1e-6)
@@ -118,7 +133,8 @@ def fluid_smooth_share(flair: torch.Tensor, wt: torch.Tensor, depth: torch.Tenso
     if float(reference.detach()) < 1e-2:  # a flat image (missing sequence): sd is only the epsilon
         return torch.zeros((), dtype=flair.dtype, device=flair.device)
     threshold = FLUID_SMOOTH_FRACTION * reference
-    interior = wt * torch.clamp(_box_mean(wt, 5), 0.0, 1.0) ** 4
+    if interior is None:
+        interior = wt * torch.clamp(_box_mean(wt, 5), 0.0, 1.0) ** 4
     return _wmean(torch.sigmoid((threshold - sd) / (0.3 * threshold)), interior)
 
 
@@ -228,7 +244,7 @@ def radiological_features(
         flair_sd,
         _wmean(torch.sigmoid((-sup - 0.35) / 0.1) * torch.sigmoid((-ant - 0.05) / 0.1), wt),
         calc_focus,
-        fluid_smooth_share(t2f, wt, depth),
+        fluid_smooth_share(t2f, wt, depth, wt_in),
     ]
     out = torch.stack([f.to(dtype) for f in feats])
     assert out.shape[0] == len(FEATURE_NAMES)

@@ -47,7 +47,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from GliomaMTLLib.genotype.features import FEATURE_NAMES, radiological_features
+from GliomaMTLLib.genotype.features import feature_indices, radiological_features
 
 KIND = "radiological_features/1"
 
@@ -200,12 +200,9 @@ class FeatureGenotypePath(torch.nn.Module):
         if spec.get("kind") != KIND:
             raise ValueError(f"{where}: kind must be {KIND!r}, got {spec.get('kind')!r}")
         names = [str(n) for n in spec["features"]]
-        unknown = [n for n in names if n not in FEATURE_NAMES]
-        if unknown:
-            raise ValueError(f"{where}: unknown feature(s) {unknown}")
+        self._index = feature_indices(names, where)
         self.feature_names = names
         self.sequences = tuple(sequences)
-        self._index = [FEATURE_NAMES.index(n) for n in names]
         mean = np.asarray(spec["mean"], float)
         scale = np.asarray(spec["scale"], float)
         if mean.shape != (len(names),) or scale.shape != (len(names),) or np.any(scale <= 0):

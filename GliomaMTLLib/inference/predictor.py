@@ -100,7 +100,7 @@ from GliomaMTLLib.preprocess import (
 
 logger = logging.getLogger(__name__)
 ProgressCallback = Callable[[float, str], None]
-from GliomaMTLLib.inference.options import DEFAULT_MODEL, TTA_ON_GPU  # noqa: E402  (DEFAULT_MODEL re-exported)
+from GliomaMTLLib.inference.options import DEFAULT_MODEL, TTA_ON_GPU, check_tta  # noqa: E402  (DEFAULT_MODEL re-exported)
 
 
 STAGE_MODES = ("whole", "crop", "sliding")
@@ -227,11 +227,8 @@ def resolve_tta(setting: bool | str, device: torch.device) -> bool:
     Raises:
         ValueError: any other value.
     """
-    if isinstance(setting, bool):
-        return setting
-    if setting == TTA_ON_GPU:
-        return device.type == "cuda"
-    raise ValueError(f"tta must be true, false or {TTA_ON_GPU!r}, got {setting!r}")
+    setting = check_tta(setting)
+    return device.type == "cuda" if setting == TTA_ON_GPU else bool(setting)
 
 
 #: Test-time flips: mirror images along z, y and x (each alone) of a (N, C, z, y, x) window.

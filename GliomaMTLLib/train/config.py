@@ -443,12 +443,11 @@ def _validate_values(recipe: Mapping[str, Any], source: str) -> None:
         if not isinstance(stage["batch_size"], int) or stage["batch_size"] < 1:
             raise ConfigError(f"{source}: stages.{name}.batch_size must be a positive integer")
     from GliomaMTLLib.inference.decoding import Decoding
-    from GliomaMTLLib.inference.options import TTA_ON_GPU
+    from GliomaMTLLib.inference.options import check_tta
 
-    if not (recipe["tta"] is None or isinstance(recipe["tta"], bool) or recipe["tta"] == TTA_ON_GPU):
-        raise ConfigError(f"{source}: tta must be true, false or {TTA_ON_GPU!r} (test-time flips on a GPU only), "
-                          f"got {recipe['tta']!r}")
     try:
+        if recipe["tta"] is not None:
+            check_tta(recipe["tta"])
         Decoding.from_dict(recipe["decoding"])
     except ValueError as exc:
         raise ConfigError(f"{source}: {exc}") from None

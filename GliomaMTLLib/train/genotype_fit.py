@@ -107,12 +107,9 @@ def restrict_features(data: dict[str, dict[str, Any]], names: Sequence[str]) -> 
     Raises:
         ValueError: for a name that is not a radiological feature.
     """
-    from GliomaMTLLib.genotype.features import FEATURE_NAMES
+    from GliomaMTLLib.genotype.features import feature_indices
 
-    unknown = [n for n in names if n not in FEATURE_NAMES]
-    if unknown:
-        raise ValueError(f"unknown genotype features {unknown}; known: {', '.join(FEATURE_NAMES)}")
-    cols = [FEATURE_NAMES.index(n) for n in names]
+    cols = feature_indices(names)
     return {s: {**d, "X": np.asarray(d["X"])[:, cols] if len(d["X"]) else d["X"]} for s, d in data.items()}
 
 
@@ -123,14 +120,12 @@ def path_features(bundle: str | Path) -> list[str]:
         ValueError: when the bundle has no such path or names an unknown feature.
     """
     from GliomaMTLLib.bundle import load_bundle
-    from GliomaMTLLib.genotype.features import FEATURE_NAMES
+    from GliomaMTLLib.genotype.features import feature_indices
 
     folder = load_bundle(bundle).folder
     for spec in json.loads((folder / "model.json").read_text()).get("genotype_paths") or []:
         if spec.get("features"):
-            unknown = [n for n in spec["features"] if n not in FEATURE_NAMES]
-            if unknown:
-                raise ValueError(f"{folder / 'model.json'} names unknown genotype features {unknown}")
+            feature_indices(spec["features"], str(folder / "model.json"))
             return list(spec["features"])
     raise ValueError(f"{folder / 'model.json'} has no radiological-feature genotype path to take the features of")
 
@@ -478,20 +473,15 @@ def card_section(model: str, version: str, result: dict[str, Any], data: dict[st
         f"Inside the abstention band [{band[0]}, {band[1]}] the call is \"uncertain\" (fraction above).", ""]
     ood = result["spec"]["ood"]
     lines += [f"Out-of-distribution warning: Mahalanobis distance of the standardized features, threshold "
-              f"{ood['threshold']:.2f} (out-of-fold development false alarms {ood['val_false_alarm_rate']:.3f}; test "
-              f"{ood.get('test_false_alarm_rate', float('nan')):.3f}; transfer {ood.get('transfer_false_alarm_rate', float('nan')):.3f}"
-              + (f"; texture shift {ood['texture_shift_false_alarm_rate']:.3f}" if "texture_shift_false_alarm_rate" in ood else "") + "). "
-              "Above it, predict warns \"input unlike the training data\" and withholds the genotype.", ""]
+              f"{ood['threshold']:.2f} (out-of-fold development false alarms {ood['val_false_alarm_rate']:.3f}; "
+              f"{_held_out_false_alarms(ood, '; ')}). Above it, predict warns \"input unlike the training data\" and withholds the genotype.", ""]
     lesions = result["spec"].get("lesions")
     if lesions:
         lines += [f"Separate tumor cores (each >= {lesions['min_core_ml']} ml on the main grid; several ring-enhancing "
                   f"lesions suggest metastases, which training never saw): more than {lesions['max_core_lesions']} also "
                   "withholds the genotype as \"input unlike the training data\" (development phantoms' counts "
                   f"{lesions['development_counts']}; false alarms: development {lesions['development_false_alarm_rate']:.3f}, "
-                  f"test {lesions.get('test_false_alarm_rate', float('nan')):.3f}, transfer "
-                  f"{lesions.get('transfer_false_alarm_rate', float('nan')):.3f}"
-                  + (f", texture shift {lesions['texture_shift_false_alarm_rate']:.3f}"
-                     if "texture_shift_false_alarm_rate" in lesions else "") + ").", ""]
+                  f"{_held_out_false_alarms(lesions, ', ')}).", ""]
     for task, st in result["status"].items():
         if not st["available"]:
             lines.append(f"- **{task}: not available** ({st['reason']}).")
@@ -503,6 +493,13 @@ def card_section(model: str, version: str, result: dict[str, Any], data: dict[st
     lines += ["", "Reliability diagram (test): [reliability.png](reliability.png); ROC: [roc.png](roc.png).", "",
               f"Command: `{command}`", ""]
     return "\n".join(lines)
+
+
+def _held_out_false_alarms(rates: dict[str, Any], sep: str) -> str:
+    """"test R, transfer R[, texture shift R]" from ``{split}_false_alarm_rate`` entries (test and
+    transfer always, NaN when absent; the texture shift only when measured)."""
+    return sep.join(f"{split.replace('_', ' ')} {rates.get(f'{split}_false_alarm_rate', float('nan')):.3f}"
+                    for split in HELD_OUT if split in ("test", "transfer") or f"{split}_false_alarm_rate" in rates)
 
 
 def update_bundle(folder: Path, version: str, result: dict[str, Any], band: tuple[float, float], section: str,
