@@ -208,3 +208,25 @@ def test_features_of_a_bundle_restrict_the_fit(tmp_path) -> None:
         main(["--model", str(folder), "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out"),
               "--collect", "--features-of", str(folder)])
     assert not (tmp_path / "cache").exists()
+
+
+def test_add_features_join_the_bundles_path_or_say_why_not(tmp_path) -> None:
+    """``--add-features``: new features follow the bundle's own (kept in its order); a repeated or
+    unknown name, or ``--add-features`` without ``--features-of``, is refused before any collection."""
+    import pytest
+
+    from GliomaMTLLib.train.genotype_fit import main, with_features
+
+    base = [FEATURE_NAMES[3], FEATURE_NAMES[1]]
+    assert with_features(base, [FEATURE_NAMES[9], FEATURE_NAMES[2]]) == [*base, FEATURE_NAMES[2], FEATURE_NAMES[9]]
+    with pytest.raises(ValueError, match=rf"\['{FEATURE_NAMES[1]}'\] already in the path"):
+        with_features(base, [FEATURE_NAMES[1]])
+    with pytest.raises(ValueError, match=r"--add-features names unknown genotype features \['no_such'\]"):
+        with_features(base, ["no_such"])
+    with pytest.raises(SystemExit, match="--add-features needs --features-of"):
+        main(["--model", "gliomamtl_adult", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out"),
+              "--collect", "--add-features", FEATURE_NAMES[0]])
+    with pytest.raises(SystemExit, match=r"--add-features no_such: .*unknown genotype features \['no_such'\]"):
+        main(["--model", "gliomamtl_adult", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out"),
+              "--collect", "--features-of", "gliomamtl_adult", "--add-features", "no_such"])
+    assert not (tmp_path / "cache").exists()

@@ -78,6 +78,53 @@ def test_calcification_focus_sees_small_dark_foci_inside_the_core_not_its_border
     assert radiological_features(probs, outside, depth, position, (1.5,) * 3)[i] == pytest.approx(float(plain), abs=0.3)
 
 
+def test_calcification_focus_z_follows_the_cores_own_texture_not_the_scanners_noise() -> None:
+    """The same calcified foci give the same z-score in a quiet and in a noisy scan (the raw
+    calcification_focus scales with the noise); a core without foci stays well below them."""
+    probs = _probs(*_ring((8, 8, 8), 5, enhancing=0.02))
+    depth, position = torch.full((N, N, N), 15.0), torch.zeros(3, N, N, N)
+    i, raw = FEATURE_NAMES.index("calcification_focus_z"), FEATURE_NAMES.index("calcification_focus")
+
+    def features(noise: float, foci: bool) -> torch.Tensor:
+        rng = np.random.default_rng(4)
+        image = torch.from_numpy(rng.normal(0.0, noise, (4, N, N, N)).astype(np.float32))
+        if foci:
+            for z, y, x in ((7, 8, 8), (9, 9, 6), (6, 10, 9), (9, 6, 10)):
+                image[2:, z, y, x] -= 10.0 * noise  # dark on T2 and FLAIR
+        return radiological_features(probs, image, depth, position, (1.5,) * 3)
+
+    quiet, noisy = features(0.1, True), features(0.4, True)
+    assert float(noisy[raw]) > 3.0 * float(quiet[raw])
+    assert float(quiet[i]) == pytest.approx(float(noisy[i]), rel=0.15)
+    for noise in (0.1, 0.4):
+        assert float(features(noise, True)[i]) > float(features(noise, False)[i]) + 3.0
+    # a core without texture at all: the spread floor keeps the score finite and small
+    flat = radiological_features(probs, torch.zeros(4, N, N, N), depth, position, (1.5,) * 3)
+    assert float(flat[i]) == pytest.approx(0.0, abs=1e-3)
+
+
+def test_enhancement_border_minus_center_tells_a_ring_from_solid_enhancement() -> None:
+    """A core that enhances only at its border (a ring around necrosis) scores clearly positive; one
+    that enhances evenly scores about 0; one that enhances only at its centre, negative."""
+    size, r = 24, 8
+    core, wt, _ = _ring((12, 12, 12), r, size=size)
+    probs = _probs(core, wt, np.zeros_like(core))
+    d = np.sqrt(((np.indices((size,) * 3) - 12.0) ** 2).sum(0))
+    depth, position = torch.full((size,) * 3, 15.0), torch.zeros(3, size, size, size)
+    i = FEATURE_NAMES.index("enhancement_border_minus_center")
+
+    def score(enhancing: np.ndarray) -> float:
+        image = np.zeros((4, size, size, size), np.float32)
+        image[1] = enhancing  # t1c; t1n stays 0
+        return float(radiological_features(probs, torch.from_numpy(image), depth, position, (1.5,) * 3)[i])
+
+    # enhancement reaching the partial-volume edge of the core (the soft mask extends past d = r)
+    ring, solid, centre = score((d > r - 3) & (d <= r + 1.5)), score(d <= r + 1.5), score(d <= r - 4)
+    assert ring > 0.5
+    assert abs(solid) < 0.1
+    assert centre < -0.3
+
+
 def test_fluid_smooth_share_sees_a_cyst_and_follows_the_scans_own_noise() -> None:
     """A tumor filled with smooth fluid scores high, a textured solid one low, whatever the noise
     level of the scan (the threshold is relative to the normal brain); a flat FLAIR gives 0."""

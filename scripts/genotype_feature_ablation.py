@@ -2,8 +2,9 @@
 """Does a radiological feature earn its place: the genotype path with and without it, paired.
 
 Fits the path exactly as ``python -m GliomaMTLLib.train.genotype_fit`` does (same cache, same
-development splits, same cross-validated regression and calibration) twice: with every feature,
-and without the ``--drop`` features. Each held-out phantom is scored by both fits, so the AUC
+development splits, same cross-validated regression and calibration) twice: with every feature
+(or, with ``--features-of BUNDLE``, that bundle's path features plus the ``--drop`` ones: "does a
+new feature improve the shipped path"), and without the ``--drop`` features. Each held-out phantom is scored by both fits, so the AUC
 difference is paired; its 95% interval comes from resampling phantoms (the same resample for both).
 
     python scripts/genotype_feature_ablation.py --model gliomamtl_pediatric \\
@@ -32,13 +33,16 @@ def main() -> int:
                         help="tasks of this cohort's recipe when the bundle has none (segmentation-only)")
     parser.add_argument("--cache", type=Path, required=True)
     parser.add_argument("--drop", nargs="+", required=True, help="feature names to leave out")
+    parser.add_argument("--features-of", metavar="BUNDLE",
+                        help="start from this bundle's genotype-path features (plus the --drop ones) instead of every feature")
     parser.add_argument("--age", action="store_true", help="also compare the regressions that see the age")
     args = parser.parse_args()
 
     from GliomaMTLLib.bundle import load_bundle
     from GliomaMTLLib.genotype.features import FEATURE_NAMES, feature_indices
     from GliomaMTLLib.metrics.classification import headline_auc, paired_auc_difference
-    from GliomaMTLLib.train.genotype_fit import HELD_OUT, cohort_tasks, fit_and_measure, load_features, restrict_features
+    from GliomaMTLLib.train.genotype_fit import (HELD_OUT, cohort_tasks, fit_and_measure, load_features, path_features,
+                                                 restrict_features)
 
     try:
         feature_indices(args.drop, "--drop")
@@ -49,9 +53,16 @@ def main() -> int:
     if not tasks:
         parser.error(f"{bundle.name} has no genotype tasks: pass --cohort")
     data = {k: v for k, v in load_features(args.cache, bundle.sequences, tasks, args.cohort).items() if len(v["X"])}
-    keep = [n for n in FEATURE_NAMES if n not in args.drop]
+    start = list(FEATURE_NAMES)
+    if args.features_of:
+        try:
+            base = path_features(args.features_of)
+        except (OSError, ValueError) as err:
+            parser.error(f"--features-of {args.features_of}: {err}")
+        start = [n for n in FEATURE_NAMES if n in base or n in args.drop]
+    keep = [n for n in start if n not in args.drop]
     quiet = {"band": (0.35, 0.65), "temperatures": {}, "log": lambda m: None}
-    full = fit_and_measure(data, tasks, **quiet)
+    full = fit_and_measure(restrict_features(data, start), tasks, feature_names=start, **quiet)
     less = fit_and_measure(restrict_features(data, keep), tasks, feature_names=keep, **quiet)
     print(f"{bundle.name} {bundle.version}, cache {args.cache}, dropped {', '.join(args.drop)} (n: "
           + ", ".join(f"{k} {len(v['ids'])}" for k, v in data.items()) + ")")

@@ -65,6 +65,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "infratentorial_share",  # share in the posterior fossa (inferior and posterior)
     "calcification_focus",  # strongest T2- and FLAIR-dark focus inside the core, against its 3-voxel neighbourhood
     "fluid_smooth_share_wt",  # share of the tumor as smooth on FLAIR as fluid (a cyst), relative to normal brain
+    "calcification_focus_z",  # calcification_focus in units of the core's own local T2/FLAIR variation
+    "enhancement_border_minus_center",  # (t1c - t1n) at the core's border minus at its centre: a ring
 )
 #: Voxels averaged for ``calcification_focus``: a few, so one calcified focus of 1-2 mm counts but a
 #: single noisy voxel does not decide it.
@@ -73,6 +75,12 @@ CALC_FOCUS_VOXELS = 4
 #: deviation is below this fraction of the smoothest quarter of the normal brain in the crop, so the
 #: threshold follows each scan's own noise instead of one scanner's.
 FLUID_SMOOTH_FRACTION = 0.75
+
+#: Floor (z-units) of the core's local-variation spread in ``calcification_focus_z``, so a perfectly
+#: flat core cannot turn a trace of darkness into a large score.
+CALC_SPREAD_FLOOR = 0.03
+#: Fewest core-interior voxels (~0.07 ml at 1.5 mm) for ``calcification_focus_z``; below, it is 0.
+CALC_MIN_VOXELS = 20
 
 _EPS = 1e-6
 
@@ -88,6 +96,8 @@ def feature_indices(names: Sequence[str], where: str = "") -> list[int]:
         raise ValueError(f"{where or 'the list'} names unknown genotype features {unknown}; "
                          f"known: {', '.join(FEATURE_NAMES)}")
     return [FEATURE_NAMES.index(n) for n in names]
+
+
 _T1N, _T1C, _T2W, _T2F = "t1n", "t1c", "t2w", "t2f"
 
 
@@ -136,6 +146,18 @@ def fluid_smooth_share(flair: torch.Tensor, wt: torch.Tensor, depth: torch.Tenso
     if interior is None:
         interior = wt * torch.clamp(_box_mean(wt, 5), 0.0, 1.0) ** 4
     return _wmean(torch.sigmoid((threshold - sd) / (0.3 * threshold)), interior)
+
+
+def calcification_z(local_dark: torch.Tensor, interior: torch.Tensor) -> torch.Tensor:
+    """``local_dark`` in robust z-units of the core: (value - median) / (IQR / 1.349), over the
+    voxels with ``interior`` > 0.5, the spread floored at :data:`CALC_SPREAD_FLOOR`. Zeros when the
+    interior has fewer than :data:`CALC_MIN_VOXELS` voxels (no core to compare with)."""
+    inside = local_dark[interior.detach() > 0.5]  # which voxels form the reference: a selection
+    if inside.numel() < CALC_MIN_VOXELS:
+        return torch.zeros_like(local_dark)
+    q = torch.quantile(inside, torch.tensor([0.25, 0.5, 0.75], dtype=inside.dtype, device=inside.device))
+    spread = torch.sqrt(((q[2] - q[0]) / 1.349) ** 2 + CALC_SPREAD_FLOOR**2)
+    return (local_dark - q[1]) / spread
 
 
 def radiological_features(
@@ -207,9 +229,15 @@ def radiological_features(
     # calcification-like foci: darker on T2 and FLAIR than their immediate surroundings, away from
     # the core's border (where normal tissue is dark too); a mean-of-core threshold misses them
     tc_in = tc * torch.clamp(_box_mean(tc, 5), 0.0, 1.0) ** 4
+    tc_deep = tc * torch.clamp(_box_mean(tc, 9), 0.0, 1.0) ** 8  # the core's centre, ~6 mm from its border
     local_dark = 0.5 * ((_box_mean(t2w, 3) - t2w) + (_box_mean(t2f, 3) - t2f))
     focus = (local_dark * tc_in).flatten()
     calc_focus = focus.topk(min(CALC_FOCUS_VOXELS, focus.numel())).values.mean()
+    # the same foci against the core's own spread of local darkness (median and interquartile
+    # range over the core interior, so the foci do not inflate it): tumour texture and scanner
+    # noise make the raw score vary from scan to scan, a calcified focus stands out of both
+    focus_z = calcification_z(local_dark, tc_in).flatten() * tc_in.flatten()
+    calc_focus_z = focus_z.topk(min(CALC_FOCUS_VOXELS, focus_z.numel())).values.mean()
 
     feats = [
         torch.log1p(v_wt * voxel_ml),
@@ -245,6 +273,8 @@ def radiological_features(
         _wmean(torch.sigmoid((-sup - 0.35) / 0.1) * torch.sigmoid((-ant - 0.05) / 0.1), wt),
         calc_focus,
         fluid_smooth_share(t2f, wt, depth, wt_in),
+        calc_focus_z,
+        _wmean(t1c - t1n, tc * (1.0 - tc_deep)) - _wmean(t1c - t1n, tc_deep),
     ]
     out = torch.stack([f.to(dtype) for f in feats])
     assert out.shape[0] == len(FEATURE_NAMES)

@@ -130,6 +130,21 @@ def path_features(bundle: str | Path) -> list[str]:
     raise ValueError(f"{folder / 'model.json'} has no radiological-feature genotype path to take the features of")
 
 
+def with_features(names: Sequence[str], extra: Sequence[str]) -> list[str]:
+    """``names`` (in their order) followed by ``extra`` (in :data:`~GliomaMTLLib.genotype.features.FEATURE_NAMES` order).
+
+    Raises:
+        ValueError: for an unknown name in either list, or an ``extra`` name already in ``names``.
+    """
+    from GliomaMTLLib.genotype.features import FEATURE_NAMES, feature_indices
+
+    feature_indices(list(names) + list(extra), "--add-features")
+    repeated = [n for n in extra if n in names]
+    if repeated:
+        raise ValueError(f"{repeated} already in the path")
+    return list(names) + [n for n in FEATURE_NAMES if n in extra]
+
+
 def _phantom_age(meta: dict[str, Any], cohort: str | None) -> float:
     """The phantom's patient age: stored by the collection, else drawn again from its seed (the
     generator draws the subject first from ``default_rng(seed)``); NaN when neither is possible."""
@@ -602,6 +617,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--features-of", metavar="BUNDLE",
                         help="fit on the features of this bundle's genotype path only (default: every feature not "
                              "constant on the development phantoms); training/reproduce.sh passes the shipped bundle")
+    parser.add_argument("--add-features", nargs="+", default=[], metavar="NAME",
+                        help="with --features-of: also these features (a new feature joining the shipped path; "
+                             "measure it first with scripts/genotype_feature_ablation.py --features-of)")
     parser.add_argument("--min-cases", type=int, default=10, help="fewest cases with a tumor per split")
     parser.add_argument("--workers", type=int, default=1, help="with --collect: processes generating and predicting phantoms")
     parser.add_argument("--check-against", metavar="BUNDLE", type=Path,
@@ -632,11 +650,14 @@ def main(argv: list[str] | None = None) -> int:
         bundle = load_bundle(args.model)
         counts = _parse_counts(args.counts)
         feature_names = None
+        if args.add_features and not args.features_of:
+            raise SystemExit("--add-features needs --features-of (without it the path already uses every feature)")
         if args.features_of:  # checked before a long collection, not after it
             try:
-                feature_names = path_features(args.features_of)
+                feature_names = with_features(path_features(args.features_of), args.add_features)
             except (OSError, ValueError) as err:
-                raise SystemExit(f"--features-of {args.features_of}: {err}") from None
+                raise SystemExit(f"--features-of {args.features_of} --add-features {' '.join(args.add_features)}: "
+                                 f"{err}") from None
         if args.collect:
             collect_parallel(args.model, args.cohort, counts, args.cache, args.workers, log)
         if reporter:
