@@ -4,8 +4,9 @@
 Fits the path exactly as ``python -m GliomaMTLLib.train.genotype_fit`` does (same cache, same
 development splits, same cross-validated regression and calibration) twice: with every feature
 (or, with ``--features-of BUNDLE``, that bundle's path features plus the ``--drop`` ones: "does a
-new feature improve the shipped path"), and without the ``--drop`` features. Each held-out phantom is scored by both fits, so the AUC
-difference is paired; its 95% interval comes from resampling phantoms (the same resample for both).
+new feature improve the shipped path"), and without the ``--drop`` features. Each held-out
+phantom is scored by both fits, so the AUC difference is paired; its 95% interval comes from
+resampling phantoms (the same resample for both).
 
     python scripts/genotype_feature_ablation.py --model gliomamtl_pediatric \\
         --cache runs/genotype_fit/cache_pediatric --drop fluid_smooth_share_wt

@@ -18,7 +18,7 @@ segmentation and the image, and integrated gradients can explain the whole path.
 The literature cues they stand for (WHO CNS5 adult diffuse glioma and pediatric LGG imaging):
 ring enhancement around necrosis and large edema (IDH-wildtype), little enhancement and the
 T2-FLAIR mismatch (IDH-mutant astrocytoma), frontal cortical location and calcification
-(1p/19q-codeleted oligodendroglioma), posterior-fossa cystic tumours (BRAF fusion).
+(1p/19q-codeleted oligodendroglioma), posterior-fossa cystic tumors (BRAF fusion).
 """
 
 from __future__ import annotations
@@ -234,7 +234,7 @@ def radiological_features(
     focus = (local_dark * tc_in).flatten()
     calc_focus = focus.topk(min(CALC_FOCUS_VOXELS, focus.numel())).values.mean()
     # the same foci against the core's own spread of local darkness (median and interquartile
-    # range over the core interior, so the foci do not inflate it): tumour texture and scanner
+    # range over the core interior, so the foci do not inflate it): tumor texture and scanner
     # noise make the raw score vary from scan to scan, a calcified focus stands out of both
     focus_z = calcification_z(local_dark, tc_in).flatten() * tc_in.flatten()
     calc_focus_z = focus_z.topk(min(CALC_FOCUS_VOXELS, focus_z.numel())).values.mean()

@@ -656,8 +656,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 feature_names = with_features(path_features(args.features_of), args.add_features)
             except (OSError, ValueError) as err:
-                raise SystemExit(f"--features-of {args.features_of} --add-features {' '.join(args.add_features)}: "
-                                 f"{err}") from None
+                added = f" --add-features {' '.join(args.add_features)}" if args.add_features else ""
+                raise SystemExit(f"--features-of {args.features_of}{added}: {err}") from None
         if args.collect:
             collect_parallel(args.model, args.cohort, counts, args.cache, args.workers, log)
         if reporter:
