@@ -2,7 +2,7 @@
 """How much expected calibration error (ECE) 100 test phantoms show by chance alone.
 
 Fits the genotype path exactly as ``python -m GliomaMTLLib.train.genotype_fit`` does (on the cache's
-train + val phantoms), then for each task compares the measured test ECE (15 bins, top label) with
+train + val phantoms, on the features of the bundle's own path when it has one), then for each task compares the measured test ECE (15 bins, top label) with
 the ECE of a perfectly calibrated model that gives the same probabilities: labels drawn from those
 probabilities, ``--draws`` times. When the measured ECE lies inside that chance range, the test set
 cannot tell the path from a perfectly calibrated one.
@@ -45,13 +45,19 @@ def main() -> int:
 
     from GliomaMTLLib.bundle import load_bundle
     from GliomaMTLLib.metrics.calibration import expected_calibration_error
-    from GliomaMTLLib.train.genotype_fit import fit_and_measure, load_features
+    from GliomaMTLLib.train.genotype_fit import fit_and_measure, load_features, path_features, restrict_features
 
     bundle = load_bundle(args.model)
     tasks = dict(bundle.tasks)
     data = load_features(args.cache, bundle.sequences, tasks)
-    result = fit_and_measure(data, tasks, band=(0.35, 0.65), temperatures={}, log=lambda m: None)
-    print(f"{bundle.name} {bundle.version}, cache {args.cache}, {args.draws} draws")
+    try:  # the bundle's own path (its features), as training/reproduce.sh refits it
+        names = path_features(bundle.folder)
+        data = restrict_features(data, names)
+    except ValueError:  # no path yet: every feature, as genotype_fit without --features-of
+        names = None
+    result = fit_and_measure(data, tasks, band=(0.35, 0.65), temperatures={}, log=lambda m: None, feature_names=names)
+    print(f"{bundle.name} {bundle.version}, cache {args.cache}, {args.draws} draws, "
+          f"{len(names) if names else 'all'} features")
     print("| task | test cases | measured ECE | ECE of a perfectly calibrated model: median [95th percentile] |")
     print("|---|---|---|---|")
     for task in tasks:
