@@ -2,9 +2,9 @@
 """How much expected calibration error (ECE) 100 test phantoms show by chance alone.
 
 Fits the genotype path exactly as ``python -m GliomaMTLLib.train.genotype_fit`` does (on the cache's
-train + val phantoms, on the features of the bundle's own path when it has one), then for each task compares the measured test ECE (15 bins, top label) with
-the ECE of a perfectly calibrated model that gives the same probabilities: labels drawn from those
-probabilities, ``--draws`` times. When the measured ECE lies inside that chance range, the test set
+train + val phantoms, on the features of the bundle's own path when it has one), then for each
+task compares the measured test ECE (15 bins, top label) with the ECE of a perfectly calibrated
+model that gives the same probabilities: labels drawn from those probabilities, ``--draws`` times. When the measured ECE lies inside that chance range, the test set
 cannot tell the path from a perfectly calibrated one.
 
     python scripts/ece_noise_floor.py --model gliomamtl_adult --cache runs/genotype_fit/cache_adult_v3

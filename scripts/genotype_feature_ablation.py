@@ -43,7 +43,7 @@ def main() -> int:
     from GliomaMTLLib.genotype.features import FEATURE_NAMES, feature_indices
     from GliomaMTLLib.metrics.classification import headline_auc, paired_auc_difference
     from GliomaMTLLib.train.genotype_fit import (HELD_OUT, cohort_tasks, fit_and_measure, load_features, path_features,
-                                                 restrict_features)
+                                                 restrict_features, with_features)
 
     try:
         feature_indices(args.drop, "--drop")
@@ -60,7 +60,7 @@ def main() -> int:
             base = path_features(args.features_of)
         except (OSError, ValueError) as err:
             parser.error(f"--features-of {args.features_of}: {err}")
-        start = [n for n in FEATURE_NAMES if n in base or n in args.drop]
+        start = with_features(base, [n for n in args.drop if n not in base])  # as genotype_fit --add-features
     keep = [n for n in start if n not in args.drop]
     quiet = {"band": (0.35, 0.65), "temperatures": {}, "log": lambda m: None}
     full = fit_and_measure(restrict_features(data, start), tasks, feature_names=start, **quiet)
