@@ -122,7 +122,7 @@ def test_shifted_development_phantoms_join_the_fit_and_held_out_splits_never_do(
     default fit (``train`` + ``val``) ignores it; ``test`` or ``transfer`` as development is refused."""
     import pytest
 
-    from GliomaMTLLib.train.genotype_fit import SPLITS, _parse_counts
+    from GliomaMTLLib.train.genotype_fit import SPLITS, parse_counts
 
     rng = np.random.default_rng(7)
     data = {"train": _split(120, rng), "val": _split(80, rng), "train_shift": _split(60, rng), "test": _split(100, rng)}
@@ -136,9 +136,9 @@ def test_shifted_development_phantoms_join_the_fit_and_held_out_splits_never_do(
     assert without["spec"]["mean"] != with_shift["spec"]["mean"]  # standardized on different pools
     with pytest.raises(ValueError, match=r"include a held-out split"):
         fit_and_measure(data, TASKS, band=(0.35, 0.65), temperatures={}, log=quiet, development=("train", "test"))
-    assert _parse_counts("train=3,train_shift=2,transfer=1") == {"train": 3, "train_shift": 2, "transfer": 1}
+    assert parse_counts("train=3,train_shift=2,transfer=1") == {"train": 3, "train_shift": 2, "transfer": 1}
     with pytest.raises(SystemExit, match=r"expected split=N for " + ", ".join(SPLITS) + r"; got 'shift=2'"):
-        _parse_counts("train=3,shift=2")
+        parse_counts("train=3,shift=2")
 
 
 def test_texture_shift_is_measured_never_fitted_and_named_in_the_card() -> None:
@@ -230,3 +230,30 @@ def test_add_features_join_the_bundles_path_or_say_why_not(tmp_path) -> None:
         main(["--model", "gliomamtl_adult", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out"),
               "--collect", "--features-of", "gliomamtl_adult", "--add-features", "no_such"])
     assert not (tmp_path / "cache").exists()
+
+
+def test_counts_choose_which_cached_phantoms_a_fit_uses(tmp_path) -> None:
+    """A cache grown for another run (more train or test phantoms) does not change a fit whose
+    ``--counts`` name fewer: only the first N of each named split are loaded."""
+    import json
+
+    from GliomaMTLLib.train.genotype_fit import load_features
+
+    rng = np.random.default_rng(3)
+    shape = (12, 12, 12)
+    probs = np.zeros((4, *shape), np.float16)
+    probs[0] = 1
+    probs[:, 4:8, 4:8, 4:8] = np.array([0, 0.5, 0.2, 0.3], np.float16)[:, None, None, None]
+    for split, n in (("train", 3), ("val", 1), ("test", 2)):
+        for i in range(n):
+            meta = {"case_id": f"{split}-{i:04d}", "split": split, "seed": i, "idh": "mutant", "codel_1p19q": "intact",
+                    "age": 40.0 + i, "found": True}
+            np.savez_compressed(tmp_path / f"{split}-{i:04d}.npz", meta=json.dumps(meta), probs=probs,
+                                image=rng.normal(size=(4, *shape)).astype(np.float16), depth=np.full(shape, 10, np.float16),
+                                position=np.zeros((3, *shape), np.float16), spacing_zyx=np.ones(3, np.float32))
+    everything = load_features(tmp_path, ("t1n", "t1c", "t2w", "t2f"), TASKS, "adult")
+    assert {s: len(d["ids"]) for s, d in everything.items()} == {"train": 3, "val": 1, "test": 2}
+    some = load_features(tmp_path, ("t1n", "t1c", "t2w", "t2f"), TASKS, "adult", {"train": 2, "test": 1})
+    assert {s: d["ids"] for s, d in some.items()} == {"train": ["train-0000", "train-0001"], "test": ["test-0000"]}
+    np.testing.assert_array_equal(some["train"]["X"], everything["train"]["X"][:2])
+    assert some["train"]["age"].tolist() == [40.0, 41.0]

@@ -204,6 +204,18 @@ def test_genotype_labels(adult, pediatric):
     assert {r.case.genotype["idh"] for r in adult} == {"wildtype", "mutant"}
 
 
+def test_replay_main_lesion_gives_the_generators_own_draws(adult, pediatric):
+    from GliomaMTLLib.synth.anatomy import ras_to_lps
+    from GliomaMTLLib.synth.generator import replay_main_lesion
+
+    for r in adult[:4] + pediatric[:4]:
+        seed = int(r.case.case_id.rsplit("-", 1)[1])
+        subject, pose, centre = replay_main_lesion(seed, r.subject.cohort, small=True)
+        assert subject.subtype == r.subject.subtype and subject.age == r.subject.age
+        assert subject.lesions[0].params == r.subject.lesions[0].params
+        np.testing.assert_allclose(pose.to_output(ras_to_lps(centre)), r.lesions[0].center, atol=1e-9)
+
+
 # --- tissue contrast -----------------------------------------------------------------------------
 
 def _mostly(flags, fraction=0.7):

@@ -180,15 +180,16 @@ def test_shipped_recipes_of_issue_11():
     assert candidate["export"]["version"] == "0.3.2" and candidate["tta"] == "gpu"  # 0.3.1: flips on a GPU
     reproduce = (REPO / "training" / "reproduce.sh").read_text()
     assert "gliomamtl_pediatric) echo gliomamtl_pediatric_large" in reproduce
-    # 0.3.2's BRAF path was fitted on 420 development phantoms: reproduce.sh refits it on as many
-    assert "gliomamtl_pediatric) default_counts=train=320,val=100,test=100,transfer=30,texture_shift=100" in reproduce
-    # adult 0.4.3's card measures the path on 100 transfer phantoms: reproduce.sh collects as many
-    assert "gliomamtl_adult) default_counts=train=320,val=100,test=200,transfer=100,texture_shift=100" in reproduce
+    # 0.3.2's BRAF path was fitted on 420 development phantoms and its card measured on 300 test
+    # phantoms: reproduce.sh refits and measures on as many
+    assert "gliomamtl_pediatric) default_counts=train=320,val=100,test=300,transfer=30,texture_shift=100" in reproduce
+    # adult 0.4.4's path is fitted on 820 development phantoms, measured on 600 test and 100 transfer
+    assert "gliomamtl_adult) default_counts=train=720,val=100,test=600,transfer=100,texture_shift=100" in reproduce
     assert reproduce.count("--features-of \"Resources/Models/$name\"") == 1  # refit on the shipped path's features
     base = load_recipe("gliomamtl_adult_segonly")  # adult 0.3.1, the network of every later adult recipe
     assert (base["export"]["name"], base["export"]["version"]) == ("gliomamtl_adult", "0.3.1")
     large = load_recipe("gliomamtl_adult_large")  # adult 0.4.x, shipped: 0.3.1 on three times the phantoms
-    assert (large["export"]["name"], large["export"]["version"]) == ("gliomamtl_adult", "0.4.3")
+    assert (large["export"]["name"], large["export"]["version"]) == ("gliomamtl_adult", "0.4.4")
     assert large["postprocess"]["et_min_confidence"] == 0.7  # since 0.4.1: the unsure-ET rule; 0.3.1 has none
     assert large["tta"] == "gpu" and base["tta"] is None  # since 0.4.2: test-time flips on a GPU
     assert base["postprocess"]["et_min_confidence"] == 0.0
@@ -203,7 +204,7 @@ def test_shipped_recipes_of_issue_11():
         assert stage_cache_dir(base, stage, "runs/x") == stage_cache_dir(adult, stage, "runs/x")
     assert "gliomamtl_adult) echo gliomamtl_adult_large" in (REPO / "training" / "reproduce.sh").read_text()
     longer = load_recipe("gliomamtl_adult_longer")  # candidate: the shipped weights trained further
-    assert longer["export"]["version"] not in ("0.3.1", "0.4.0", "0.4.1", "0.4.2", "0.4.3")
+    assert longer["export"]["version"] not in ("0.3.1", "0.4.0", "0.4.1", "0.4.2", "0.4.3", "0.4.4")
     assert longer["stages"]["main"]["network"] == base["stages"]["main"]["network"]
     assert {s: longer["stages"][s]["init"] for s in ("localizer", "main")} == {
         "localizer": "Resources/Models/gliomamtl_adult", "main": "Resources/Models/gliomamtl_adult"}
@@ -220,7 +221,7 @@ def test_shipped_recipes_of_issue_11():
         assert candidate["tasks"] == {} and candidate["stages"]["main"]["batch_size"] == 8
         assert candidate["stages"]["main"]["network"] == base["stages"]["main"]["network"]
         assert candidate["train"]["loader_workers"] == 0  # worker processes only where gpu_train.sh asks
-        assert candidate["export"]["version"] not in ("0.3.1", "0.4.0", "0.4.1", "0.4.2", "0.4.3")  # never a shipped version's name
+        assert candidate["export"]["version"] not in ("0.3.1", "0.4.0", "0.4.1", "0.4.2", "0.4.3", "0.4.4")  # never a shipped version's name
         for stage in ("localizer", "main"):
             assert stage_cache_dir(candidate, stage, "runs/x") == stage_cache_dir(adult, stage, "runs/x")
 

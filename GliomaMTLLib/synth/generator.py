@@ -38,7 +38,7 @@ from GliomaMTLLib.synth.distractors import DISTRACTOR_CLASSES, build_distractors
 from GliomaMTLLib.synth.fields import box_geometry, smooth_noise
 from GliomaMTLLib.synth.fluid import (FluidPlan, apply_fluid, sample_fluid_plan, ventricle_distance,
                                       ventricle_weight)
-from GliomaMTLLib.synth.genotype import Subject, choose_center, sample_subject, sample_survival
+from GliomaMTLLib.synth.genotype import LesionPlan, Subject, choose_center, sample_subject, sample_survival
 from GliomaMTLLib.synth.render import Scene, render_sequence
 from GliomaMTLLib.synth.tumor import Lesion, build_tumor
 
@@ -132,16 +132,19 @@ def _pose(rng: np.random.Generator, cohort: str, grid: Geometry, anatomy: Anatom
                 out_center=grid_center(grid), tpl_center=anatomy.center_lps)
 
 
+def _min_depth(plan: LesionPlan, pose: Pose) -> float:
+    """Least depth (template mm) of a lesion centre below the brain surface: the core should lie
+    mostly inside the brain; capped so that thin structures (cerebellar hemispheres, temporal
+    lobes) still host large tumours."""
+    return min((plan.radius * 0.7 + 3.0) / float(np.mean(pose.scale)), 16.0)
+
+
 def _place_lesions(rng: np.random.Generator, subject: Subject, pose: Pose, anatomy: Anatomy) -> list[Lesion]:
     lesions: list[Lesion] = []
     first_ras = None
-    mean_scale = float(np.mean(pose.scale))
     for k, plan in enumerate(subject.lesions):
-        # The core should lie mostly inside the brain; capped so that thin structures (cerebellar
-        # hemispheres, temporal lobes) still host large tumours.
-        min_depth = min((plan.radius * 0.7 + 3.0) / mean_scale, 16.0)
         near = first_ras if (k > 0 and subject.multifocal_nearby) else None
-        ras = choose_center(rng, anatomy, subject.subtype, plan, min_depth, near)
+        ras = choose_center(rng, anatomy, subject.subtype, plan, _min_depth(plan, pose), near)
         if k == 0:
             first_ras = ras
         axes = np.exp(rng.normal(0.0, 0.15, size=3))
@@ -187,6 +190,19 @@ def _finish(x: np.ndarray, brain: np.ndarray, edge: np.ndarray | None, max_value
                 low = max(2, int(round(max_value * 0.004)))
                 x.flat[pick] = -rng.integers(1, low, size=n).astype(np.float32)
     return x
+
+
+def replay_main_lesion(seed: int, cohort: str = "adult", small: bool = False) -> tuple[Subject, Pose, np.ndarray]:
+    """The subject, pose and main-lesion centre (MNI RAS mm) that ``synthesize(seed, cohort, small)``
+    draws, without building anything: the generator draws them first, in this order, from
+    ``default_rng(seed)``. For measuring what the images show of the generator's hidden draws."""
+    rng = np.random.default_rng(int(seed))
+    grid = SMALL_GRID if small else FULL_GRID
+    anatomy = load_anatomy(2 if small else 1)
+    subject = sample_subject(rng, cohort)
+    pose = _pose(rng, cohort, grid, anatomy)
+    plan = subject.lesions[0]
+    return subject, pose, choose_center(rng, anatomy, subject.subtype, plan, _min_depth(plan, pose), None)
 
 
 def synthesize(seed: int, cohort: str = "adult", small: bool = False, case_id: str | None = None, *,

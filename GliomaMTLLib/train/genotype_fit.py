@@ -53,7 +53,8 @@ DEVELOPMENT = ("train", "val", "train_shift")
 DEFAULT_DEVELOPMENT = ("train", "val")
 
 
-def _parse_counts(text: str) -> dict[str, int]:
+def parse_counts(text: str) -> dict[str, int]:
+    """``"train=320,val=100"`` -> ``{"train": 320, "val": 100}``; exits naming a bad part."""
     out = {}
     for part in text.split(","):
         key, _, value = part.partition("=")
@@ -63,15 +64,27 @@ def _parse_counts(text: str) -> dict[str, int]:
     return out
 
 
+def in_counts(path: Path, counts: dict[str, int] | None) -> bool:
+    """Whether the cached case ``<split>-<index>.npz`` is among the first ``counts[split]`` of its
+    split (every case when ``counts`` is None)."""
+    if counts is None:
+        return True
+    split, _, index = path.stem.rpartition("-")
+    return split in counts and index.isdigit() and int(index) < counts[split]
+
+
 def load_features(cache: Path, sequences: tuple[str, ...], tasks: dict[str, tuple[str, ...]],
-                  cohort: str | None = None) -> dict[str, dict[str, Any]]:
+                  cohort: str | None = None, counts: dict[str, int] | None = None) -> dict[str, dict[str, Any]]:
     """Split -> {"ids", "X" (N, F), "y" {task: (N,)}, "cnn" {task: (N, K)}, "age" (N,), "meta" [...]} of
-    the cached cases (age NaN where unknown)."""
+    the cached cases (age NaN where unknown); with ``counts``, only the first ``counts[split]`` cases
+    of the splits it names, so a cache grown for another run does not change this one."""
     from GliomaMTLLib.genotype.collect import iter_cache
     from GliomaMTLLib.genotype.features import features_numpy
 
     out: dict[str, dict[str, Any]] = {}
     for path in iter_cache(cache):
+        if not in_counts(path, counts):
+            continue
         with np.load(path) as z:
             meta = json.loads(str(z["meta"]))
             if "probs" not in z.files:
@@ -606,7 +619,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="gliomamtl_adult")
     parser.add_argument("--cohort", default="adult", choices=("adult", "pediatric"))
     parser.add_argument("--cache", type=Path, required=True, help="phantom cache folder (under runs/)")
-    parser.add_argument("--counts", default="train=120,val=100,test=100,transfer=30")
+    parser.add_argument("--counts", default="train=120,val=100,test=100,transfer=30",
+                        help="phantoms per split (the first N of each): collected with --collect, and the only "
+                             "cached ones the fit and the measurements use")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--collect", action="store_true", help="generate and predict missing phantoms first")
     parser.add_argument("--update-bundle", action="store_true")
@@ -648,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(band) != 2 or not 0 <= band[0] <= band[1] <= 1:
             raise SystemExit(f"--abstain-band: expected low,high within [0, 1], got {args.abstain_band!r}")
         bundle = load_bundle(args.model)
-        counts = _parse_counts(args.counts)
+        counts = parse_counts(args.counts)
         feature_names = None
         if args.add_features and not args.features_of:
             raise SystemExit("--add-features needs --features-of (without it the path already uses every feature)")
@@ -663,7 +678,7 @@ def main(argv: list[str] | None = None) -> int:
         if reporter:
             reporter.progress(0.1, "computing features")
         tasks = dict(bundle.tasks) or cohort_tasks(args.cohort)
-        data = load_features(args.cache, bundle.sequences, tasks, args.cohort)
+        data = load_features(args.cache, bundle.sequences, tasks, args.cohort, counts)
         for split in ("train", "val", "test"):
             if split not in data or len(data[split]["X"]) < args.min_cases:
                 raise SystemExit(f"{args.cache}: split {split!r} has fewer than {args.min_cases} cases with a tumor found; "
