@@ -257,3 +257,11 @@ def test_counts_choose_which_cached_phantoms_a_fit_uses(tmp_path) -> None:
     assert {s: d["ids"] for s, d in some.items()} == {"train": ["train-0000", "train-0001"], "test": ["test-0000"]}
     np.testing.assert_array_equal(some["train"]["X"], everything["train"]["X"][:2])
     assert some["train"]["age"].tolist() == [40.0, 41.0]
+    import argparse
+
+    from GliomaMTLLib.train.genotype_fit import add_counts_option
+
+    parser = argparse.ArgumentParser()
+    add_counts_option(parser)
+    assert parser.parse_args([]).counts is None
+    assert parser.parse_args(["--counts", "train=2,test=1"]).counts == {"train": 2, "test": 1}

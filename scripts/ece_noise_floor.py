@@ -37,22 +37,23 @@ def chance_ece(probs: np.ndarray, draws: int, seed: int = 0) -> np.ndarray:
 
 
 def main() -> int:
+    from GliomaMTLLib.train.genotype_fit import add_counts_option
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="bundle whose tasks and sequences the cache was collected with")
     parser.add_argument("--cache", type=Path, required=True)
-    parser.add_argument("--counts", help="use only the first N cached phantoms of each split named, as "
-                                          "genotype_fit --counts (default: every cached phantom)")
     parser.add_argument("--draws", type=int, default=2000)
+    add_counts_option(parser)
     args = parser.parse_args()
 
     from GliomaMTLLib.bundle import load_bundle
     from GliomaMTLLib.metrics.calibration import expected_calibration_error
-    from GliomaMTLLib.train.genotype_fit import (fit_and_measure, load_features, parse_counts, path_features,
+    from GliomaMTLLib.train.genotype_fit import (fit_and_measure, load_features, path_features,
                                                  restrict_features)
 
     bundle = load_bundle(args.model)
     tasks = dict(bundle.tasks)
-    data = load_features(args.cache, bundle.sequences, tasks, counts=parse_counts(args.counts) if args.counts else None)
+    data = load_features(args.cache, bundle.sequences, tasks, counts=args.counts)
     try:  # the bundle's own path (its features), as training/reproduce.sh refits it
         names = path_features(bundle.folder)
         data = restrict_features(data, names)

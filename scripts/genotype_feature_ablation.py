@@ -28,23 +28,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> int:
+    from GliomaMTLLib.train.genotype_fit import add_counts_option
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="bundle the cache was collected with")
     parser.add_argument("--cohort", choices=("adult", "pediatric"), default=None,
                         help="tasks of this cohort's recipe when the bundle has none (segmentation-only)")
     parser.add_argument("--cache", type=Path, required=True)
-    parser.add_argument("--counts", help="use only the first N cached phantoms of each split named, as "
-                                          "genotype_fit --counts (default: every cached phantom)")
     parser.add_argument("--drop", nargs="+", required=True, help="feature names to leave out")
     parser.add_argument("--features-of", metavar="BUNDLE",
                         help="start from this bundle's genotype-path features (plus the --drop ones) instead of every feature")
     parser.add_argument("--age", action="store_true", help="also compare the regressions that see the age")
+    add_counts_option(parser)
     args = parser.parse_args()
 
     from GliomaMTLLib.bundle import load_bundle
     from GliomaMTLLib.genotype.features import FEATURE_NAMES, feature_indices
     from GliomaMTLLib.metrics.classification import headline_auc, paired_auc_difference
-    from GliomaMTLLib.train.genotype_fit import (HELD_OUT, cohort_tasks, fit_and_measure, load_features, parse_counts,
+    from GliomaMTLLib.train.genotype_fit import (HELD_OUT, cohort_tasks, fit_and_measure, load_features,
                                                  path_features, restrict_features, with_features)
 
     try:
@@ -55,8 +56,7 @@ def main() -> int:
     tasks = dict(bundle.tasks) or (cohort_tasks(args.cohort) if args.cohort else {})
     if not tasks:
         parser.error(f"{bundle.name} has no genotype tasks: pass --cohort")
-    counts = parse_counts(args.counts) if args.counts else None
-    data = {k: v for k, v in load_features(args.cache, bundle.sequences, tasks, args.cohort, counts).items() if len(v["X"])}
+    data = {k: v for k, v in load_features(args.cache, bundle.sequences, tasks, args.cohort, args.counts).items() if len(v["X"])}
     start = list(FEATURE_NAMES)
     if args.features_of:
         try:

@@ -91,26 +91,26 @@ def populations(tasks: dict[str, tuple[str, ...]]) -> list[tuple[str, str, tuple
 
 
 def main() -> int:
+    from GliomaMTLLib.train.genotype_fit import add_counts_option
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="bundle the cache was collected with (its path's features)")
     parser.add_argument("--cache", type=Path, required=True)
-    parser.add_argument("--counts", help="use only the first N cached phantoms of each split named, as "
-                                          "genotype_fit --counts (default: every cached phantom)")
     parser.add_argument("--cohort", choices=("adult", "pediatric"), default="adult")
     parser.add_argument("--split", default="test", help="held-out split to score (default test)")
+    add_counts_option(parser)
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=FutureWarning)  # scikit-learn 1.10 renames, not ours
     warnings.filterwarnings("ignore", category=UserWarning)  # rare draws: folds with one class
 
     from GliomaMTLLib.bundle import load_bundle
-    from GliomaMTLLib.train.genotype_fit import (cohort_tasks, load_features, parse_counts, path_features,
+    from GliomaMTLLib.train.genotype_fit import (cohort_tasks, load_features, path_features,
                                                  restrict_features)
 
     bundle = load_bundle(args.model)
     tasks = dict(bundle.tasks) or cohort_tasks(args.cohort)
     names = path_features(args.model)
-    counts = parse_counts(args.counts) if args.counts else None
-    data = restrict_features(load_features(args.cache, bundle.sequences, tasks, args.cohort, counts), names)
+    data = restrict_features(load_features(args.cache, bundle.sequences, tasks, args.cohort, args.counts), names)
     if args.split not in data:
         parser.error(f"{args.cache} has no {args.split!r} phantoms")
 
@@ -133,8 +133,8 @@ def main() -> int:
 
     def score(task: str, parent: tuple[str, str] | None, extra: Sequence[str] = (), features: bool = True) -> float:
         a, b = rows_of(dev, task, parent), rows_of(test, task, parent)
-        xd = np.c_[[dev["draws"][k][a] for k in extra]].T if extra else np.zeros((int(a.sum()), 0))
-        xt = np.c_[[test["draws"][k][b] for k in extra]].T if extra else np.zeros((int(b.sum()), 0))
+        xd = np.column_stack([dev["draws"][k][a] for k in extra]) if extra else np.zeros((int(a.sum()), 0))
+        xt = np.column_stack([test["draws"][k][b] for k in extra]) if extra else np.zeros((int(b.sum()), 0))
         if features:
             xd, xt = np.c_[dev["X"][a], xd], np.c_[test["X"][b], xt]
         return logistic_auc(xd, dev["y"][task][a], xt, test["y"][task][b])

@@ -64,6 +64,14 @@ def parse_counts(text: str) -> dict[str, int]:
     return out
 
 
+def add_counts_option(parser: Any) -> None:
+    """``--counts`` for a measurement script: parsed by :func:`parse_counts`, None (every cached
+    phantom) when not given."""
+    parser.add_argument("--counts", type=parse_counts, default=None,
+                        help="use only the first N cached phantoms of each split named, as genotype_fit --counts "
+                             "(default: every cached phantom)")
+
+
 def in_counts(path: Path, counts: dict[str, int] | None) -> bool:
     """Whether the cached case ``<split>-<index>.npz`` is among the first ``counts[split]`` of its
     split (every case when ``counts`` is None)."""
