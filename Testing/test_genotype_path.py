@@ -239,6 +239,27 @@ def test_calibration_refuses_to_sharpen_constant_or_unvalidated_logits() -> None
     assert cal["a"] > 3.0 and cal["val_auc"] > 0.9
 
 
+def test_multinomial_calibration_restores_the_class_priors_of_a_balanced_fit() -> None:
+    rng = np.random.default_rng(4)
+    y = rng.choice(3, size=600, p=[0.6, 0.3, 0.1])
+    z = np.eye(3)[y] * 1.2 + rng.normal(size=(600, 3))
+    logits = z - np.log([0.6, 0.3, 0.1])  # what class-balanced weights do: every class looks equally likely
+    cal = fit_calibration(logits, y)
+    assert cal["method"] == "temperature_bias" and len(cal["bias"]) == 3
+    reg = TaskRegression(["fusion", "v600e", "other"], np.eye(3), np.zeros(3), cal)
+    probs = torch.softmax(reg.calibrate(torch.as_tensor(logits)), dim=-1).numpy()
+    # at the fitted offsets the mean probability of each class is its observed frequency
+    np.testing.assert_allclose(probs.mean(axis=0), np.bincount(y) / len(y), atol=0.005)
+    assert probs.mean(axis=0)[0] > 0.5  # not the balanced third the raw logits give
+    stored = TaskRegression.from_dict(reg.to_dict(), 3, "braf")
+    torch.testing.assert_close(stored.calibrate(torch.as_tensor(logits)), reg.calibrate(torch.as_tensor(logits)))
+    bad = {**reg.to_dict(), "calibration": {**cal, "bias": [0.0, 1.0]}}
+    with pytest.raises(ValueError, match=r"braf.calibration: bias .* each of the 3 classes"):
+        TaskRegression.from_dict(bad, 3, "braf")
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        TaskRegression.from_dict({**reg.to_dict(), "calibration": {**cal, "temperature": 0}}, 3, "braf")
+
+
 def test_not_learned_status_when_interval_includes_half() -> None:
     st = task_status({"auc": 0.6, "auc_ci_low": 0.45, "auc_ci_high": 0.74, "n": 100})
     assert st == {"available": False, "reason": "held-out AUC 0.60 [0.45, 0.74] on 100 held-out synthetic cases includes 0.5 (not learned)"}

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import torch
 from monai.metrics import compute_roc_auc
+from scipy.special import softmax
 
 from GliomaMTLLib.metrics.calibration import (
     apply_temperature,
     expected_calibration_error,
     fit_temperature,
+    fit_temperature_bias,
     nll,
 )
 from GliomaMTLLib.metrics.classification import (
@@ -187,6 +189,27 @@ def test_temperature_scaling_fixes_overconfidence():
     assert np.array_equal(apply_temperature(over, t).argmax(1), over.argmax(1))
     # calibrated logits: T close to 1
     assert fit_temperature(true_logits, y) == pytest.approx(1.0, abs=0.1)
+
+
+def test_temperature_bias_undoes_a_prior_shift_that_a_temperature_cannot():
+    rng = np.random.default_rng(3)
+    true_logits, y = _sample(rng, 4000, 3)
+    shifted = 2.0 * true_logits + np.array([0.0, 1.0, -1.5])  # over-confident and wrong class priors
+    t, bias = fit_temperature_bias(shifted, y)
+    assert t == pytest.approx(2.0, rel=0.15)
+    assert bias[0] == 0.0
+    np.testing.assert_allclose(bias[1:], [-0.5, 0.75], atol=0.15)  # -offset / T
+    fixed = softmax(shifted / t + bias, axis=1)
+    temp_only = apply_temperature(shifted, fit_temperature(shifted, y))
+    observed = np.bincount(y, minlength=3) / len(y)
+    np.testing.assert_allclose(fixed.mean(axis=0), observed, atol=0.01)  # the priors are back
+    assert np.abs(temp_only.mean(axis=0) - observed).max() > 0.05  # a temperature cannot move them
+    assert expected_calibration_error(fixed, y) < expected_calibration_error(temp_only, y)
+    # with T held, only the offsets move; no labels known -> identity
+    t1, b1 = fit_temperature_bias(shifted, y, temperature=1.0)
+    assert t1 == 1.0 and b1.shape == (3,)
+    t0, b0 = fit_temperature_bias(shifted, np.full(len(y), -1))
+    assert t0 == 1.0 and not b0.any()
 
 
 def test_temperature_binary_logits_and_unknowns():

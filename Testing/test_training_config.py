@@ -19,6 +19,13 @@ SHIPPED_RECIPES = {"gliomamtl_adult", "gliomamtl_pediatric"}
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _shipped_version(name: str) -> str:
+    """The version of the bundle shipped in Resources/Models/<name>."""
+    import json
+
+    return json.loads((REPO / "Resources" / "Models" / name / "model.json").read_text())["version"]
+
+
 def test_all_recipes_are_there():
     assert PAPER_RECIPES | SHIPPED_RECIPES <= set(available_recipes())
 
@@ -177,19 +184,20 @@ def test_shipped_recipes_of_issue_11():
     same = {k: v for k, v in pediatric["stages"]["main"]["network"].items() if k != "tasks"}
     assert {k: candidate["stages"]["main"]["network"][k] for k in same} == same
     assert [p["genotype"] for p in candidate["stages"]["main"]["phases"]] == [False]
-    assert candidate["export"]["version"] == "0.3.2" and candidate["tta"] == "gpu"  # 0.3.1: flips on a GPU
+    # the recipe exports the shipped version (0.3.1: flips on a GPU; later versions refit the BRAF path)
+    assert candidate["export"]["version"] == _shipped_version("gliomamtl_pediatric") and candidate["tta"] == "gpu"
     reproduce = (REPO / "training" / "reproduce.sh").read_text()
     assert "gliomamtl_pediatric) echo gliomamtl_pediatric_large" in reproduce
-    # 0.3.2's BRAF path was fitted on 420 development phantoms and its card measured on 300 test
+    # 0.3.3's BRAF path is fitted on 820 development phantoms and its card measured on 600 test
     # phantoms: reproduce.sh refits and measures on as many
-    assert "gliomamtl_pediatric) default_counts=train=320,val=100,test=300,transfer=30,texture_shift=100" in reproduce
+    assert "gliomamtl_pediatric) default_counts=train=720,val=100,test=600,transfer=30,texture_shift=100" in reproduce
     # adult 0.4.4's path is fitted on 820 development phantoms, measured on 600 test and 100 transfer
     assert "gliomamtl_adult) default_counts=train=720,val=100,test=600,transfer=100,texture_shift=100" in reproduce
     assert reproduce.count("--features-of \"Resources/Models/$name\"") == 1  # refit on the shipped path's features
     base = load_recipe("gliomamtl_adult_segonly")  # adult 0.3.1, the network of every later adult recipe
     assert (base["export"]["name"], base["export"]["version"]) == ("gliomamtl_adult", "0.3.1")
     large = load_recipe("gliomamtl_adult_large")  # adult 0.4.x, shipped: 0.3.1 on three times the phantoms
-    assert (large["export"]["name"], large["export"]["version"]) == ("gliomamtl_adult", "0.4.4")
+    assert (large["export"]["name"], large["export"]["version"]) == ("gliomamtl_adult", _shipped_version("gliomamtl_adult"))
     assert large["postprocess"]["et_min_confidence"] == 0.7  # since 0.4.1: the unsure-ET rule; 0.3.1 has none
     assert large["tta"] == "gpu" and base["tta"] is None  # since 0.4.2: test-time flips on a GPU
     assert base["postprocess"]["et_min_confidence"] == 0.0

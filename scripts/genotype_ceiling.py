@@ -35,20 +35,21 @@ LESION = ("radius", "necrosis", "enhancing_fraction", "edema_margin", "margin_bl
 
 
 def draw(cohort: str, n: int, seed: int) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """(features, feature names, subtypes) of ``n`` subjects; the region from the 2 mm anatomy."""
+    """(features, feature names, subtypes) of the phantoms of seeds ``seed .. seed + n - 1``, replayed
+    as the generator draws them on its 3 mm grid (subject, pose, then the main lesion's centre, at
+    the depth that pose allows); the region from the 2 mm anatomy."""
     from GliomaMTLLib.synth.anatomy import load_anatomy
-    from GliomaMTLLib.synth.genotype import REGIONS, choose_center, sample_subject
+    from GliomaMTLLib.synth.generator import replay_main_lesion
+    from GliomaMTLLib.synth.genotype import REGIONS
 
     anatomy = load_anatomy(2)
-    rng = np.random.default_rng(seed)
     names = ([f"pattern_{p}" for p in PATTERNS] + [f"tissue_{t}" for t in TISSUES]
              + [f"region_{r}" for r in REGIONS] + list(LESION) + ["centre_lateral", "centre_anterior", "centre_superior",
                                                                    "centre_depth", "centre_grey_matter", "age"])
     rows, subtypes = [], []
-    for _ in range(n):
-        subject = sample_subject(rng, cohort)
+    for i in range(n):
+        subject, _, centre = replay_main_lesion(seed + i, cohort, small=True)
         plan = subject.lesions[0]
-        centre = choose_center(rng, anatomy, subject.subtype, plan, 5.0)
         nearest = int(np.linalg.norm(anatomy.cand_ras - centre, axis=1).argmin())
         flags = int(anatomy.cand_region[nearest])
         p = plan.params
@@ -76,7 +77,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cohort", choices=("adult", "pediatric"), default="adult")
     parser.add_argument("--n", type=int, default=6000, help="subjects drawn (the last 2,000 are the test set)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="first phantom seed")
     args = parser.parse_args()
 
     x, names, subtype = draw(args.cohort, args.n, args.seed)

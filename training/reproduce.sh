@@ -14,8 +14,8 @@
 # radiological-feature genotype path to the new weights' own segmentations (phantoms generated and
 # predicted into $RUNS/genotype/<name>/cache, resumable; GENOTYPE_COUNTS, default as each card:
 # adult train=720,val=100,test=600,transfer=100,texture_shift=100 (since 0.4.4: 820 development and
-# 600 test phantoms), pediatric train=320,val=100,test=300,transfer=30,texture_shift=100
-# (since 0.3.2's card on 300 test phantoms); only those cached phantoms are used; the fit uses the shipped path's features (--features-of); WORKERS processes,
+# 600 test phantoms), pediatric train=720,val=100,test=600,transfer=30,texture_shift=100
+# (since 0.3.3: 820 development and 600 test phantoms); only those cached phantoms are used; the fit uses the shipped path's features (--features-of); WORKERS processes,
 # default 2) and compare its test AUC and ECE with the shipped bundle's. Exit status 1 if any metric differs by more than TOLERANCE. Same seeds, same recipe: on the same hardware and thread
 # count the weights come out bit-identical; elsewhere floating-point order differs, hence the
 # tolerance. On a GPU add e.g. TRAIN_ARGS="--set train.device=cuda".
@@ -54,7 +54,7 @@ for name in "${MODELS[@]}"; do
   version=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['version'])" "Resources/Models/$name/model.json")
   default_counts=train=120,val=100,test=100,transfer=30
   case "$name" in gliomamtl_adult) default_counts=train=720,val=100,test=600,transfer=100,texture_shift=100 ;;
-    gliomamtl_pediatric) default_counts=train=320,val=100,test=300,transfer=30,texture_shift=100 ;; esac
+    gliomamtl_pediatric) default_counts=train=720,val=100,test=600,transfer=30,texture_shift=100 ;; esac
   counts=${GENOTYPE_COUNTS:-$default_counts}
   echo "== genotype path of $name"
   if ! "$PY" -m GliomaMTLLib.train.genotype_fit --model "$RUNS/bundles/$name" --cohort "$cohort" \

@@ -3,8 +3,8 @@
 * :func:`fit_standardization`: feature means and standard deviations of the training phantoms.
 * :func:`fit_task`: L2-regularized, class-balanced logistic regression; the strength is chosen by
   stratified cross-validated AUC (binary) or log-loss (multinomial) on the training split.
-* :func:`fit_calibration`: Platt scaling (binary) or a temperature (multinomial) on the validation
-  split, refused - left at identity, or limited to softening - when it would sharpen logits that
+* :func:`fit_calibration`: Platt scaling (binary) or a temperature with class offsets
+  (multinomial; bias-corrected temperature scaling) on the validation split, refused - left at identity, or limited to softening - when it would sharpen logits that
   carry no validated signal (near-constant logits, or a validation AUC interval that includes 0.5).
 * :func:`fit_ood`: Mahalanobis distance with a Ledoit-Wolf covariance of the training features;
   the threshold is the validation quantile that gives at most ``max_false_alarm`` false alarms.
@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from GliomaMTLLib.genotype.model import OodModel, TaskRegression
-from GliomaMTLLib.metrics.calibration import fit_temperature
+from GliomaMTLLib.metrics.calibration import fit_temperature_bias
 from GliomaMTLLib.metrics.classification import bootstrap_auc_ci, roc_auc
 
 DEFAULT_CS: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
@@ -85,9 +85,10 @@ def fit_task(z: np.ndarray, y: np.ndarray, classes: Sequence[str], *, cs: Sequen
 def fit_calibration(logits: np.ndarray, y: np.ndarray, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Calibration of one task from validation logits (N, K) and class ids (``-1`` dropped).
 
-    Binary: Platt ``a z + b`` on the class-1 logit. Multinomial: temperature. The fit is refused
-    (identity) when the logits are near constant, and limited to softening (``0 <= a <= 1``, ``T >= 1``;
-    else a prevalence shift only) when the validation AUC interval includes 0.5.
+    Binary: Platt ``a z + b`` on the class-1 logit. Multinomial: ``z / T + bias`` (a temperature and
+    class offsets, so class-balanced training's priors are moved back to the real ones). The fit is
+    refused (identity) when the logits are near constant, and limited to softening (``0 <= a <= 1``,
+    ``T >= 1``; else a prevalence shift only) when the validation AUC interval includes 0.5.
 
     Returns:
         ``{"method", parameters..., "n", "val_auc", "val_auc_ci", "why"}``.
@@ -123,11 +124,12 @@ def fit_calibration(logits: np.ndarray, y: np.ndarray, *, n_boot: int = 1000, se
         return {"method": "platt", "a": a, "b": b, **base, "why": why}
     if np.std(s - s.mean(axis=1, keepdims=True)) < MIN_LOGIT_SD:
         return {"method": "none", **base, "why": "validation logits near constant: refused"}
-    t = fit_temperature(s, y)
-    why = "temperature scaling on the calibration logits"
+    t, bias = fit_temperature_bias(s, y)
+    why = "temperature and class offsets (bias-corrected temperature scaling) on the calibration logits"
     if not informative and t < 1.0:
-        t, why = 1.0, "validation AUC interval includes 0.5: sharpening refused"
-    return {"method": "temperature", "temperature": float(t), **base, "why": why}
+        t, bias = fit_temperature_bias(s, y, temperature=1.0)
+        why = "validation AUC interval includes 0.5: sharpening refused, class offsets only"
+    return {"method": "temperature_bias", "temperature": float(t), "bias": [float(v) for v in bias], **base, "why": why}
 
 
 def fit_ood(z_train: np.ndarray, z_val: np.ndarray, *, max_false_alarm: float = 0.05) -> OodModel:

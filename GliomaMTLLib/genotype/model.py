@@ -12,7 +12,7 @@ the soft segmentation and the image.
       "mean": [...], "scale": [...],       # standardization fitted on the training phantoms
       "tasks": {"idh": {"classes": ["wildtype", "mutant"],
                         "coef": [[...]], "intercept": [...],   # (1, F) binary or (K, F) multinomial
-                        "calibration": {"method": "platt", "a": 1.0, "b": 0.0}},   # or temperature
+                        "calibration": {"method": "platt", "a": 1.0, "b": 0.0}},   # or temperature_bias (multinomial)
                 "codel_1p19q": {..., "given": {"task": "idh", "class": "mutant"}}},   # conditional (below)
       "ood": {"mean": [...], "precision": [[...]], "threshold": 7.1, ...},
       "lesions": {"max_core_lesions": 2, ...},   # optional: more separate tumor cores = out of distribution
@@ -22,7 +22,8 @@ the soft segmentation and the image.
     }
 
 Logits returned by :meth:`FeatureGenotypePath.task_logits` are *calibrated* (Platt ``a z + b``
-for a binary task, returned as ``[0, a z + b]``; ``z / T`` for a multinomial one). The bundle's
+for a binary task, returned as ``[0, a z + b]``; ``z / T + bias`` for a multinomial one, or
+``z / T`` in bundles fitted before the class offsets). The bundle's
 ``"calibration"`` temperatures belong to the CNN heads and are not applied to the tasks this path
 serves.
 
@@ -78,6 +79,9 @@ class TaskRegression:
             return torch.stack([logits[..., 0], float(cal["a"]) * logits[..., 1] + float(cal["b"])], dim=-1)
         if method == "temperature":
             return logits / float(cal["temperature"])
+        if method == "temperature_bias":
+            bias = torch.as_tensor(cal["bias"], dtype=logits.dtype, device=logits.device)
+            return logits / float(cal["temperature"]) + bias
         return logits
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,8 +101,13 @@ class TaskRegression:
             raise ValueError(f"{where}: coef {coef.shape} / intercept {intercept.shape} do not fit "
                              f"{len(classes)} classes and {n_features} features")
         cal = dict(d.get("calibration") or {"method": "none"})
-        if cal.get("method") not in ("none", "platt", "temperature"):
+        if cal.get("method") not in ("none", "platt", "temperature", "temperature_bias"):
             raise ValueError(f"{where}: unknown calibration method {cal.get('method')!r}")
+        if cal["method"] == "temperature_bias" and np.shape(cal.get("bias")) != (len(classes),):
+            raise ValueError(f"{where}.calibration: bias {cal.get('bias')!r} must give one offset for each of "
+                             f"the {len(classes)} classes")
+        if cal["method"] in ("temperature", "temperature_bias") and not float(cal.get("temperature", 0)) > 0:
+            raise ValueError(f"{where}.calibration: temperature must be positive, got {cal.get('temperature')!r}")
         given = d.get("given")
         if given is not None:
             if not isinstance(given, Mapping) or not {"task", "class"} <= set(given):

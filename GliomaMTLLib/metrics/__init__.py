@@ -4,7 +4,7 @@ sensitivity/specificity with calibration, survival C-index and Cox models, Markd
 The survival functions need ``lifelines`` (extras ``train``/``test``), imported when called.
 """
 
-from GliomaMTLLib.metrics.calibration import apply_temperature, expected_calibration_error, fit_temperature, nll
+from GliomaMTLLib.metrics.calibration import apply_temperature, expected_calibration_error, fit_temperature, fit_temperature_bias, nll
 from GliomaMTLLib.metrics.classification import (
     bootstrap_auc_ci,
     classification_metrics,
@@ -37,6 +37,7 @@ __all__ = [
     "expected_calibration_error",
     "fit_cox",
     "fit_temperature",
+    "fit_temperature_bias",
     "lesion_metrics",
     "markdown_table",
     "nll",

@@ -15,8 +15,8 @@ Stages (each reads what the one before left on disk, so a killed run resumes):
 2. Features of every cached case (the model's own segmentation, never the reference labels).
 3. Per task, on the development pool (``--development``, default ``train`` + ``val``; the optional
    ``train_shift`` split is rendered with contrast spread 1.4): standardization; class-balanced L2
-   logistic regression, its strength chosen by 5-fold cross-validated AUC; Platt calibration on
-   5-fold out-of-fold logits (refused for near-constant or unvalidated logits); the Mahalanobis
+   logistic regression, its strength chosen by 5-fold cross-validated AUC; Platt calibration
+   (multinomial: temperature with class offsets) on 5-fold out-of-fold logits (refused for near-constant or unvalidated logits); the Mahalanobis
    OOD threshold at <= 5% out-of-fold false alarms. Then, on the held-out splits (``test``,
    ``transfer``, ``texture_shift``; never seen before): AUC with a bootstrap CI, accuracy,
    sensitivity, specificity at 0.5 and at the development Youden threshold, ECE, abstained
@@ -238,7 +238,7 @@ def fit_and_measure(data: dict[str, dict[str, Any]], tasks: dict[str, tuple[str,
     """Fit the path on the development phantoms (the ``development`` splits present in ``data``,
     default ``train`` + ``val``), measure on the held-out splits (:data:`HELD_OUT`) present.
 
-    The regression strength is chosen by 5-fold cross-validation on the development pool; Platt
+    The regression strength is chosen by 5-fold cross-validation on the development pool; the
     calibration and the OOD threshold are fitted on out-of-fold logits / distances of the same pool
     (every development case is a validation case once); the final regression uses the whole pool.
     Held-out splits are never used before measuring. ``feature_names`` names the columns
@@ -321,7 +321,7 @@ def _fit_tasks(tasks: dict[str, tuple[str, ...]], z_dev: np.ndarray, y_dev: dict
                z_split: dict[str, np.ndarray], y_split: dict[str, dict[str, np.ndarray]],
                band: tuple[float, float], log: Any, label: str, names: Sequence[str]) -> dict[str, Any]:
     """One regression per task on the standardized inputs ``z_dev`` (parents first; a conditional
-    task on its parent class's rows), Platt-calibrated on out-of-fold logits, measured on the
+    task on its parent class's rows), calibrated on out-of-fold logits, measured on the
     held-out splits. Returns ``{"spec": task -> regression dict, "info", "status", "metrics", "arrays"}``."""
     from GliomaMTLLib.genotype.fit import HIERARCHY, fit_calibration, fit_task, out_of_fold_logits, task_status
     from GliomaMTLLib.genotype.model import TaskRegression
@@ -342,7 +342,7 @@ def _fit_tasks(tasks: dict[str, tuple[str, ...]], z_dev: np.ndarray, y_dev: dict
         reg, info = fit_task(z_dev[fit_rows], y[fit_rows], classes)
         oof_rows = out_of_fold_logits(z_dev[fit_rows], y[fit_rows], info["C"])
         cal = fit_calibration(oof_rows, y[fit_rows])
-        reg.calibration = {k: cal[k] for k in ("method", "a", "b", "temperature") if k in cal}
+        reg.calibration = {k: cal[k] for k in ("method", "a", "b", "temperature", "bias") if k in cal}
         reg.given = given
         spec_tasks[task] = reg.to_dict()
         stored = TaskRegression.from_dict(spec_tasks[task], z_dev.shape[1], task)
@@ -450,8 +450,8 @@ def card_section(model: str, version: str, result: dict[str, Any], data: dict[st
     lines = [f"## Genotype: radiological-feature path (v{version})", "",
              "Genotype is predicted from named radiological features of the model's own predicted soft "
              f"segmentation and the sequences in the main crop ({described}), standardized, into an L2 logistic "
-             "regression per task (multinomial for more than two classes), calibrated (Platt; temperature for "
-             "multinomial) on "
+             "regression per task (multinomial for more than two classes), calibrated (Platt; for "
+             "multinomial, a temperature with class offsets) on "
              "out-of-fold logits. "
              + ("1p/19q is conditional on IDH (WHO CNS5 2021 defines codeletion within IDH-mutant tumours): its "
                 "regression is fitted on IDH-mutant phantoms and the probability shown is P(IDH-mutant) x "
@@ -460,7 +460,7 @@ def card_section(model: str, version: str, result: dict[str, Any], data: dict[st
              + "The path is fitted to this bundle's own CNN weights (their predicted segmentations) and stored in "
              "`model.json` (`genotype_paths`, `genotype_status`, `abstain_band`); the CNN heads' logits are not shown.", "",
              f"Phantoms: {len(data['train']['ids']) + len(data['val']['ids'])} development (fit; regression strength, "
-             "Platt calibration and the OOD threshold from 5-fold out-of-fold logits and distances), "
+             "calibration and the OOD threshold from 5-fold out-of-fold logits and distances), "
              f"{len(data['test']['ids'])} test" + (f", {len(data['transfer']['ids'])} transfer (contrast spread 1.8, "
                                                    "a rendering setting training never used)" if "transfer" in data else "")
              + (f", {len(data['texture_shift']['ids'])} texture shift (every tissue rendered with white matter's texture: no "
