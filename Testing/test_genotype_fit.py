@@ -162,6 +162,10 @@ def test_texture_shift_is_measured_never_fitted_and_named_in_the_card() -> None:
     section = card_section("m", "9.9.9", result, data, "cmd", (0.35, 0.65), None)
     assert "| idh | texture_shift | 60 |" in section and "60 texture shift (every tissue" in section
     assert "; texture shift " in section
+    # each ECE comes with what a perfectly calibrated path would show on as many phantoms
+    m = result["metrics"]["idh"]["test"]
+    assert 0.0 < m["ece_chance_median"] < m["ece_chance_p95"] < 0.5
+    assert f"| {m['ece']:.3f} ({m['ece_chance_median']:.3f} [{m['ece_chance_p95']:.3f}]) |" in section
     with pytest.raises(ValueError, match=r"include a held-out split"):
         fit_and_measure(data, TASKS, band=(0.35, 0.65), temperatures={}, log=lambda m: None,
                         development=("train", "texture_shift"))

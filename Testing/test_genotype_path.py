@@ -12,6 +12,7 @@ import torch
 from GliomaMTLLib.genotype.features import FEATURE_NAMES, radiological_features
 from GliomaMTLLib.genotype.fit import fit_calibration, fit_ood, fit_standardization, fit_task, task_status
 from GliomaMTLLib.genotype.model import KIND, FeatureGenotypePath, TaskRegression
+from GliomaMTLLib.metrics.calibration import fit_temperature_bias
 
 N = 16
 
@@ -256,8 +257,22 @@ def test_multinomial_calibration_restores_the_class_priors_of_a_balanced_fit() -
     bad = {**reg.to_dict(), "calibration": {**cal, "bias": [0.0, 1.0]}}
     with pytest.raises(ValueError, match=r"braf.calibration: bias .* each of the 3 classes"):
         TaskRegression.from_dict(bad, 3, "braf")
-    with pytest.raises(ValueError, match="temperature must be positive"):
-        TaskRegression.from_dict({**reg.to_dict(), "calibration": {**cal, "temperature": 0}}, 3, "braf")
+    for t in (0, None, float("nan")):
+        with pytest.raises(ValueError, match="temperature must be a positive number"):
+            TaskRegression.from_dict({**reg.to_dict(), "calibration": {**cal, "temperature": t}}, 3, "braf")
+    with pytest.raises(ValueError, match="one finite offset"):
+        TaskRegression.from_dict({**reg.to_dict(), "calibration": {**cal, "bias": [0.0, float("nan"), 1.0]}}, 3, "braf")
+    # a weak 3-class signal in tiny logits on 45 cases: the NLL would sharpen them (T about 0.16),
+    # but the AUC interval includes 0.5, so T stays 1 and only the offsets move
+    r = np.random.default_rng(6)
+    yy = np.arange(45) % 3
+    weak = 0.05 * (0.4 * np.eye(3)[yy] + r.normal(size=(45, 3))) + np.array([0.0, 1.0, -1.0])
+    assert fit_temperature_bias(weak, yy)[0] < 0.5
+    cal = fit_calibration(weak, yy)
+    assert cal["val_auc_ci"][0] <= 0.5 <= cal["val_auc_ci"][1]
+    assert cal["method"] == "temperature_bias" and cal["temperature"] == 1.0 and "sharpening refused" in cal["why"]
+    probs = torch.softmax(TaskRegression(["a", "b", "c"], np.eye(3), np.zeros(3), cal).calibrate(torch.as_tensor(weak)), -1)
+    np.testing.assert_allclose(probs.numpy().mean(axis=0), [1 / 3] * 3, atol=0.01)
 
 
 def test_not_learned_status_when_interval_includes_half() -> None:

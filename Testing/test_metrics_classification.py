@@ -13,6 +13,7 @@ from scipy.special import softmax
 
 from GliomaMTLLib.metrics.calibration import (
     apply_temperature,
+    chance_ece,
     expected_calibration_error,
     fit_temperature,
     fit_temperature_bias,
@@ -205,11 +206,33 @@ def test_temperature_bias_undoes_a_prior_shift_that_a_temperature_cannot():
     np.testing.assert_allclose(fixed.mean(axis=0), observed, atol=0.01)  # the priors are back
     assert np.abs(temp_only.mean(axis=0) - observed).max() > 0.05  # a temperature cannot move them
     assert expected_calibration_error(fixed, y) < expected_calibration_error(temp_only, y)
-    # with T held, only the offsets move; no labels known -> identity
-    t1, b1 = fit_temperature_bias(shifted, y, temperature=1.0)
+    # with T held, only the offsets move, and still restore the priors; unknown labels are left out
+    partly = np.where(np.arange(len(y)) % 10 == 0, -1, y)
+    t1, b1 = fit_temperature_bias(shifted, partly, temperature=1.0)
     assert t1 == 1.0 and b1.shape == (3,)
+    known = partly >= 0
+    np.testing.assert_allclose(softmax(shifted[known] + b1, axis=1).mean(axis=0),
+                               np.bincount(partly[known], minlength=3) / known.sum(), atol=1e-3)
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        fit_temperature_bias(shifted, y, temperature=0.0)
     t0, b0 = fit_temperature_bias(shifted, np.full(len(y), -1))
     assert t0 == 1.0 and not b0.any()
+
+
+def test_chance_ece_is_what_a_calibrated_model_shows_and_shrinks_with_more_cases():
+    rng = np.random.default_rng(5)
+    true_logits, _ = _sample(rng, 2000, 3)
+    probs = softmax(true_logits, axis=1)
+    small, large = chance_ece(probs[:100], draws=300), chance_ece(probs, draws=300)
+    assert small.shape == (300,) and (small >= 0).all()
+    assert np.median(large) < np.median(small) / 2  # ECE's chance part falls about as 1 / sqrt(N)
+    # a calibrated model's measured ECE (labels drawn from its probabilities) lies inside the spread
+    y = np.array([rng.choice(3, p=row) for row in probs[:100]])
+    assert np.percentile(small, 1) <= expected_calibration_error(probs[:100], y) <= np.percentile(small, 99)
+    # binary probabilities of class 1 are accepted; bad input names its shape
+    assert chance_ece(np.full(50, 0.3), draws=10).shape == (10,)
+    with pytest.raises(ValueError, match=r"got shape \(0, 3\)"):
+        chance_ece(np.zeros((0, 3)))
 
 
 def test_temperature_binary_logits_and_unknowns():

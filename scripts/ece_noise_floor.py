@@ -23,19 +23,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def chance_ece(probs: np.ndarray, draws: int, seed: int = 0) -> np.ndarray:
-    """ECE of ``draws`` label sets drawn from ``probs`` (N, K): a perfectly calibrated model's ECE."""
-    from GliomaMTLLib.metrics.calibration import expected_calibration_error
-
-    rng = np.random.default_rng(seed)
-    cum = np.cumsum(probs, axis=1)
-    out = np.empty(draws)
-    for i in range(draws):
-        y = (rng.random((len(probs), 1)) > cum).sum(axis=1).clip(0, probs.shape[1] - 1)
-        out[i] = expected_calibration_error(probs, y)
-    return out
-
-
 def main() -> int:
     from GliomaMTLLib.train.genotype_fit import add_counts_option
 
@@ -47,7 +34,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from GliomaMTLLib.bundle import load_bundle
-    from GliomaMTLLib.metrics.calibration import expected_calibration_error
+    from GliomaMTLLib.metrics.calibration import chance_ece, expected_calibration_error
     from GliomaMTLLib.train.genotype_fit import (fit_and_measure, load_features, path_features,
                                                  restrict_features)
 
@@ -67,7 +54,7 @@ def main() -> int:
     for task in tasks:
         y, probs = result["arrays"][task]["test"]
         known = np.asarray(y) >= 0
-        floor = chance_ece(probs[known], args.draws)
+        floor = chance_ece(probs[known], draws=args.draws)
         print(f"| {task} | {int(known.sum())} | {expected_calibration_error(probs, y):.3f} | "
               f"{np.median(floor):.3f} [{np.percentile(floor, 95):.3f}] |")
     return 0

@@ -76,7 +76,7 @@ def auc(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cohort", choices=("adult", "pediatric"), default="adult")
-    parser.add_argument("--n", type=int, default=6000, help="subjects drawn (the last 2,000 are the test set)")
+    parser.add_argument("--n", type=int, default=6000, help="phantoms replayed, seeds --seed onwards (the last 2,000 are the test set)")
     parser.add_argument("--seed", type=int, default=0, help="first phantom seed")
     args = parser.parse_args()
 

@@ -3,7 +3,7 @@
 
 Runs the same fit as ``python -m GliomaMTLLib.train.genotype_fit`` (standardization, class-balanced
 L2 logistic regression with cross-validated strength, 1p/19q conditional on IDH, Platt or
-temperature calibration on out-of-fold logits; development = train + val, measured on test and
+temperature-and-offsets calibration on out-of-fold logits; development = train + val, measured on test and
 transfer) on three inputs from one phantom cache (``genotype_fit --collect``):
 
     python scripts/genotype_path_compare.py --model runs/bundles/gliomamtl_adult \\

@@ -103,11 +103,16 @@ class TaskRegression:
         cal = dict(d.get("calibration") or {"method": "none"})
         if cal.get("method") not in ("none", "platt", "temperature", "temperature_bias"):
             raise ValueError(f"{where}: unknown calibration method {cal.get('method')!r}")
-        if cal["method"] == "temperature_bias" and np.shape(cal.get("bias")) != (len(classes),):
-            raise ValueError(f"{where}.calibration: bias {cal.get('bias')!r} must give one offset for each of "
-                             f"the {len(classes)} classes")
-        if cal["method"] in ("temperature", "temperature_bias") and not float(cal.get("temperature", 0)) > 0:
-            raise ValueError(f"{where}.calibration: temperature must be positive, got {cal.get('temperature')!r}")
+        if cal["method"] == "temperature_bias":
+            bias = cal.get("bias")
+            if (not isinstance(bias, Sequence) or len(bias) != len(classes)
+                    or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in bias)):
+                raise ValueError(f"{where}.calibration: bias {bias!r} must give one finite offset for each of "
+                                 f"the {len(classes)} classes")
+        if cal["method"] in ("temperature", "temperature_bias"):
+            t = cal.get("temperature")
+            if not isinstance(t, (int, float)) or not math.isfinite(t) or not t > 0:
+                raise ValueError(f"{where}.calibration: temperature must be a positive number, got {t!r}")
         given = d.get("given")
         if given is not None:
             if not isinstance(given, Mapping) or not {"task", "class"} <= set(given):

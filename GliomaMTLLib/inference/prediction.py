@@ -57,7 +57,8 @@ class Prediction:
             (z, y, x) in [0, 1]: sums of the network's softmax label probabilities, linearly
             resampled; not post-processed. A read-only mapping (:class:`BoxedVolumes`): each
             access builds that region's full array.
-        genotype: task -> class name -> calibrated probability (softmax(logits / T)).
+        genotype: task -> class name -> calibrated probability (the genotype path's own calibration,
+            or softmax(logits / T) for a CNN head).
         volumes_ml: region and label name -> volume in ml (voxel count x voxel volume).
         timings: stage -> seconds (``read``, ``preprocess``, ``localize``, ``main``, ``resample``,
             ``postprocess``, and ``write`` when written by :func:`write_prediction`).

@@ -4,7 +4,8 @@ sensitivity/specificity with calibration, survival C-index and Cox models, Markd
 The survival functions need ``lifelines`` (extras ``train``/``test``), imported when called.
 """
 
-from GliomaMTLLib.metrics.calibration import apply_temperature, expected_calibration_error, fit_temperature, fit_temperature_bias, nll
+from GliomaMTLLib.metrics.calibration import (apply_temperature, chance_ece, expected_calibration_error, fit_temperature,
+                                             fit_temperature_bias, nll)
 from GliomaMTLLib.metrics.classification import (
     bootstrap_auc_ci,
     classification_metrics,
@@ -28,6 +29,7 @@ __all__ = [
     "LEGACY_WORST_HD95",
     "CoxModel",
     "apply_temperature",
+    "chance_ece",
     "binary_metrics",
     "bootstrap_auc_ci",
     "cindex_by_group",

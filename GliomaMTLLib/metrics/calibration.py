@@ -83,6 +83,10 @@ def fit_temperature(
     return float(math.exp(res.x))
 
 
+#: Largest class offset (log-odds) :func:`fit_temperature_bias` may fit: a class prior moved by e^10.
+MAX_CLASS_OFFSET = 10.0
+
+
 def fit_temperature_bias(
     logits: np.ndarray,
     y_true: np.ndarray,
@@ -105,9 +109,14 @@ def fit_temperature_bias(
 
     Returns:
         ``(T, b)`` with ``b`` of shape (K,); ``(1.0, zeros)`` when there are no known labels.
+
+    Raises:
+        ValueError: a held ``temperature`` that is not positive.
     """
     from scipy.optimize import minimize
 
+    if temperature is not None and not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
     z = _as_logits(logits)
     k = z.shape[1]
     y, _ = _known(y_true, np.zeros_like(z))
@@ -117,9 +126,10 @@ def fit_temperature_bias(
     rows = np.arange(len(y))
     onehot = np.eye(k)[y]
     fixed = temperature is not None
+    held_inv_t = 1.0 / float(temperature) if temperature is not None else 1.0
 
     def objective(params: np.ndarray) -> tuple[float, np.ndarray]:
-        inv_t = 1.0 / float(temperature) if fixed else params[0]
+        inv_t = held_inv_t if fixed else params[0]
         b = np.concatenate([[0.0], params[0 if fixed else 1:]])
         logp = log_softmax(z * inv_t + b, axis=1)
         resid = np.exp(logp) - onehot  # d NLL / d (scaled logits), per case
@@ -128,9 +138,11 @@ def fit_temperature_bias(
         return float(-logp[rows, y].mean()), grad
 
     start = np.zeros(k - 1) if fixed else np.concatenate([[1.0], np.zeros(k - 1)])
-    box = [(None, None)] * (k - 1) if fixed else [(1.0 / bounds[1], 1.0 / bounds[0])] + [(None, None)] * (k - 1)
+    # offsets bounded so a class absent from the calibration labels gets a finite, tiny prior
+    offsets = [(-MAX_CLASS_OFFSET, MAX_CLASS_OFFSET)] * (k - 1)
+    box = offsets if fixed else [(1.0 / bounds[1], 1.0 / bounds[0])] + offsets
     res = minimize(objective, start, jac=True, method="L-BFGS-B", bounds=box)
-    t = float(temperature) if fixed else float(1.0 / res.x[0])
+    t = 1.0 / held_inv_t if fixed else float(1.0 / res.x[0])
     return t, np.concatenate([[0.0], res.x[0 if fixed else 1:]])
 
 
@@ -163,6 +175,27 @@ def expected_calibration_error(
     acc_sum = np.bincount(bins, weights=correct, minlength=n_bins)
     conf_sum = np.bincount(bins, weights=conf, minlength=n_bins)
     return float(np.abs(acc_sum - conf_sum).sum() / len(y))
+
+
+def chance_ece(probs: np.ndarray, *, draws: int = 1000, n_bins: int = 15, seed: int = 0) -> np.ndarray:
+    """The ECE a perfectly calibrated model giving ``probs`` would show by chance alone.
+
+    Labels are drawn from ``probs`` ((N, K), or (N,) probability of class 1) ``draws`` times and
+    the top-label ECE of each draw is returned (``draws`` values). A measured ECE inside this
+    spread cannot tell the model from a calibrated one on these N cases.
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim == 1:
+        p = np.stack([1.0 - p, p], axis=1)
+    if p.ndim != 2 or len(p) == 0:
+        raise ValueError(f"probs must be a non-empty (N, K) or (N,) array, got shape {p.shape}")
+    rng = np.random.default_rng(seed)
+    cum = np.cumsum(p, axis=1)
+    out = np.empty(int(draws))
+    for i in range(int(draws)):
+        y = (rng.random((len(p), 1)) > cum).sum(axis=1).clip(0, p.shape[1] - 1)
+        out[i] = expected_calibration_error(p, y, n_bins=n_bins)
+    return out
 
 
 def reliability_curve(

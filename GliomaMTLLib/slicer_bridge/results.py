@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 CALIBRATION_CAVEAT = (
-    "Probabilities are temperature-calibrated on synthetic validation phantoms only; they are not "
+    "Probabilities are calibrated on synthetic validation phantoms only; they are not "
     "calibrated for patients. Research use, not for clinical decisions."
 )
 

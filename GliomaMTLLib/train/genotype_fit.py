@@ -206,12 +206,15 @@ def youden_threshold(y: np.ndarray, p1: np.ndarray) -> float:
 
 def _task_metrics(y: np.ndarray, probs: np.ndarray, classes: tuple[str, ...], band: tuple[float, float],
                   threshold: float | None = None) -> dict[str, Any]:
-    from GliomaMTLLib.metrics.calibration import expected_calibration_error
+    from GliomaMTLLib.metrics.calibration import chance_ece, expected_calibration_error
     from GliomaMTLLib.metrics.classification import classification_metrics
 
     m = classification_metrics(y, probs, class_names=classes, threshold=0.5, n_boot=1000, seed=0)
     m["ece"] = expected_calibration_error(probs, y)
     keep = y >= 0
+    if keep.any():  # what a perfectly calibrated path with these probabilities would measure here
+        chance = chance_ece(probs[keep], draws=1000)
+        m["ece_chance_median"], m["ece_chance_p95"] = float(np.median(chance)), float(np.percentile(chance, 95))
     if probs.shape[1] == 2 and threshold is not None:
         at = classification_metrics(y, probs, class_names=classes, threshold=threshold, n_boot=0)
         m.update(chosen_threshold=float(threshold), accuracy_at_chosen=at["accuracy"],
@@ -466,7 +469,7 @@ def card_section(model: str, version: str, result: dict[str, Any], data: dict[st
              + (f", {len(data['texture_shift']['ids'])} texture shift (every tissue rendered with white matter's texture: no "
                 "class smoother or rougher than another, as training never saw)" if "texture_shift" in data else "")
              + "; the fit used the model's predicted segmentation, never the reference labels.", "",
-             "| task | split | n | AUC [95% CI] | accuracy | sensitivity | specificity | at threshold t: acc / sens / spec | ECE | abstained | status |",
+             "| task | split | n | AUC [95% CI] | accuracy | sensitivity | specificity | at threshold t: acc / sens / spec | ECE (chance) | abstained | status |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for task, per_split in result["metrics"].items():
         for split in ("development (out-of-fold)", *HELD_OUT):
@@ -478,7 +481,7 @@ def card_section(model: str, version: str, result: dict[str, Any], data: dict[st
                          f"{m['accuracy']:.3f} | {m.get('sensitivity', float('nan')):.3f} | {m.get('specificity', float('nan')):.3f} | "
                          + (f"t={m['chosen_threshold']:.2f}: {m['accuracy_at_chosen']:.3f} / {m['sensitivity_at_chosen']:.3f} / "
                             f"{m['specificity_at_chosen']:.3f} | " if "chosen_threshold" in m else "| ")
-                         + f"{m['ece']:.3f} | {m.get('abstained_fraction', float('nan')):.2f} | "
+                         + f"{_ece_cell(m)} | {m.get('abstained_fraction', float('nan')):.2f} | "
                          f"{('learned' if st['available'] else 'not learned') if split == 'test' else ''} |")
     if result.get("age_metrics"):
         age = result["spec"]["age"]
@@ -487,7 +490,7 @@ def card_section(model: str, version: str, result: dict[str, Any], data: dict[st
                   f"measured the same way on the same phantoms; used when an age within the development phantoms' range "
                   f"({age['min']:.0f}-{age['max']:.0f} years) is given, else the image-only regression above serves. "
                   "The phantoms draw age from each subtype's published distribution, as real cohorts show it.", "",
-                  "| task | split | n | AUC [95% CI] | accuracy | sensitivity | specificity | ECE | abstained | status |",
+                  "| task | split | n | AUC [95% CI] | accuracy | sensitivity | specificity | ECE (chance) | abstained | status |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for task, per_split in result["age_metrics"].items():
             for split in ("development (out-of-fold)", *HELD_OUT):
@@ -497,12 +500,15 @@ def card_section(model: str, version: str, result: dict[str, Any], data: dict[st
                 st = age["status"][task]
                 lines.append(f"| {task} + age | {split} | {m['n']} | {m['auc']:.3f} [{m['auc_ci_low']:.3f}, {m['auc_ci_high']:.3f}] | "
                              f"{m['accuracy']:.3f} | {m.get('sensitivity', float('nan')):.3f} | {m.get('specificity', float('nan')):.3f} | "
-                             f"{m['ece']:.3f} | {m.get('abstained_fraction', float('nan')):.2f} | "
+                             f"{_ece_cell(m)} | {m.get('abstained_fraction', float('nan')):.2f} | "
                              f"{('learned' if st['available'] else 'not learned') if split == 'test' else ''} |")
     heads = [t for t in result["cnn_metrics"] if "test" in result["cnn_metrics"][t]]
     lines += ["", ("For comparison, the CNN heads of the same weights on the same test phantoms: " + ", ".join(
         f"{t} AUC {result['cnn_metrics'][t]['test']['auc']:.3f}" for t in heads) + ".") if heads else
         "The network has no genotype heads (segmentation only): the genotype comes from this path alone.", "",
+        "ECE: top-label expected calibration error (15 bins); in brackets what a perfectly calibrated path giving "
+        "the same probabilities would measure on as many phantoms by chance (median, 95th percentile of 1,000 label "
+        "draws): an ECE inside that range cannot be told from perfect calibration. "
         "Accuracy, sensitivity and specificity are at P = 0.5 of the calibrated probability (the call); "
         "\"at threshold t\": at the threshold maximizing sensitivity + specificity on the out-of-fold development "
         "probabilities (chosen before the test phantoms were seen). "
@@ -529,6 +535,13 @@ def card_section(model: str, version: str, result: dict[str, Any], data: dict[st
     lines += ["", "Reliability diagram (test): [reliability.png](reliability.png); ROC: [roc.png](roc.png).", "",
               f"Command: `{command}`", ""]
     return "\n".join(lines)
+
+
+def _ece_cell(m: dict[str, Any]) -> str:
+    """"0.032 (0.042 [0.062])": the measured ECE and, when known, its chance median [95th percentile]."""
+    if "ece_chance_median" not in m:
+        return f"{m['ece']:.3f}"
+    return f"{m['ece']:.3f} ({m['ece_chance_median']:.3f} [{m['ece_chance_p95']:.3f}])"
 
 
 def _held_out_false_alarms(rates: dict[str, Any], sep: str) -> str:
