@@ -493,6 +493,8 @@ def test_predictor_uses_the_patients_age_and_says_so(tmp_path) -> None:
 
     explained = explain(case, "idh", predictor=predictor, steps=4)  # the age-aware probability is explained
     assert explained.attribution.output == pytest.approx(young.genotype["idh"][explained.target], abs=1e-4)
+    # the path calibrates its own logits: the explanation names that, not a CNN head's temperature
+    assert explained.output_name.endswith("(softmax of the genotype path's calibrated logits)")
     unknown = predictor.predict(_case())  # the age of the last case is not carried over
     assert unknown.genotype["idh"]["mutant"] == pytest.approx(1 / (1 + math.exp(-1.0)), abs=1e-5)
     assert not any("patient age" in w for w in unknown.warnings)

@@ -283,8 +283,8 @@ def explain(
             raise ValueError(f"task {task} has no class {target!r}; classes: {classes}")
         index = classes.index(target)
         probability = float(shipped[target])
-        own = any(task in getattr(p, "calibrated_tasks", ()) for p in task_logits.paths)
-        output_name = (f"calibrated probability of {task} = {target} (softmax of the genotype path's calibrated logits)" if own
+        output_name = (f"calibrated probability of {task} = {target} (softmax of the genotype path's calibrated logits)"
+                       if task in task_logits.path_calibrated
                        else f"calibrated probability of {task} = {target} (softmax(logits / T), T = {task_logits.temperatures[task]:.4g})")
 
         def fn(batch: torch.Tensor) -> torch.Tensor:

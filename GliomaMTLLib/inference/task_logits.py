@@ -131,10 +131,10 @@ class TaskLogits(nn.Module):
         self.temperatures = {t: float((temperatures or {}).get(t, 1.0)) for t in self.tasks}
         self.regions = {str(r): tuple(int(v) for v in m) for r, m in (regions or {}).items()}
         self.paths = nn.ModuleList(paths)
-        for path in self.paths:  # a path that calibrates its own logits is not re-scaled (engineer G)
-            for t in getattr(path, "calibrated_tasks", ()):
-                if t in self.temperatures:
-                    self.temperatures[t] = 1.0
+        #: tasks whose logits a path calibrates itself: never re-scaled by a temperature (engineer G)
+        self.path_calibrated = {t for path in self.paths for t in getattr(path, "calibrated_tasks", ()) if t in self.tasks}
+        for t in self.path_calibrated:
+            self.temperatures[t] = 1.0
 
     def set_context(self, **context: Any) -> None:
         """Hand the non-differentiable context of a case or window to every path that takes it

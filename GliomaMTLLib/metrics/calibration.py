@@ -28,6 +28,13 @@ def _as_logits(logits: np.ndarray) -> np.ndarray:
     return z
 
 
+def _known_logits(logits: np.ndarray, y_true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, K) logits and class ids of the known labels (``-1`` dropped), both validated."""
+    z = _as_logits(logits)
+    y, _ = _known(y_true, np.zeros_like(z))
+    return z[np.asarray(y_true) != UNKNOWN], y
+
+
 def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
     """Class probabilities ``softmax(logits / T)``, (N, K); 1D logits give (N, 2)."""
     if not temperature > 0:
@@ -67,11 +74,9 @@ def fit_temperature(
     Raises:
         ValueError: on shape mismatch or class ids out of range.
     """
-    z = _as_logits(logits)
-    y, _ = _known(y_true, np.zeros_like(z))
+    z, y = _known_logits(logits, y_true)
     if len(y) == 0:
         return 1.0
-    z = z[np.asarray(y_true) != UNKNOWN]
     rows = np.arange(len(y))
 
     def objective(log_t: float) -> float:
@@ -117,19 +122,17 @@ def fit_temperature_bias(
 
     if temperature is not None and not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    z = _as_logits(logits)
+    z, y = _known_logits(logits, y_true)
     k = z.shape[1]
-    y, _ = _known(y_true, np.zeros_like(z))
     if len(y) == 0:
         return 1.0, np.zeros(k)
-    z = z[np.asarray(y_true) != UNKNOWN]
     rows = np.arange(len(y))
     onehot = np.eye(k)[y]
-    fixed = temperature is not None
-    held_inv_t = 1.0 / float(temperature) if temperature is not None else 1.0
+    held_inv_t = None if temperature is None else 1.0 / float(temperature)
+    fixed = held_inv_t is not None
 
     def objective(params: np.ndarray) -> tuple[float, np.ndarray]:
-        inv_t = held_inv_t if fixed else params[0]
+        inv_t = held_inv_t if held_inv_t is not None else params[0]
         b = np.concatenate([[0.0], params[0 if fixed else 1:]])
         logp = log_softmax(z * inv_t + b, axis=1)
         resid = np.exp(logp) - onehot  # d NLL / d (scaled logits), per case
@@ -142,7 +145,7 @@ def fit_temperature_bias(
     offsets = [(-MAX_CLASS_OFFSET, MAX_CLASS_OFFSET)] * (k - 1)
     box = offsets if fixed else [(1.0 / bounds[1], 1.0 / bounds[0])] + offsets
     res = minimize(objective, start, jac=True, method="L-BFGS-B", bounds=box)
-    t = 1.0 / held_inv_t if fixed else float(1.0 / res.x[0])
+    t = float(temperature) if temperature is not None else float(1.0 / res.x[0])
     return t, np.concatenate([[0.0], res.x[0 if fixed else 1:]])
 
 
